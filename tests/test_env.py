@@ -1,0 +1,54 @@
+import sys
+import types
+
+import torch
+
+from utils import env
+
+
+def test_cpu_device_and_dtype():
+    assert env.pick_device().type == "cpu"  # CI machines have no GPU
+    assert env.pick_dtype("cpu") == torch.float32
+
+
+def test_fp16_on_gpus_without_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert env.pick_dtype("cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert env.pick_dtype("cuda") == torch.bfloat16
+
+
+def test_seed_repeats_random_numbers():
+    env.set_seed(3)
+    a = torch.rand(3)
+    env.set_seed(3)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_describe_prints_profile_device_versions(capsys):
+    info = env.describe("tiny-llama")
+    out = capsys.readouterr().out
+    assert info["profile"] == "tiny-llama" and "tiny-llama" in out
+    assert info["device"] == "cpu" and info["transformers"].startswith("5.")
+    assert "torch" in out and "peft" in out
+
+
+def test_describe_warns_real_profile_on_cpu(capsys):
+    env.describe("deepseek")
+    assert ">= 24 GB" in capsys.readouterr().out
+
+
+def test_colab_detection(monkeypatch):
+    assert not env.in_colab()
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert env.in_colab()
+
+
+def test_colab_install_never_touches_torch():
+    calls = []
+    cmd = env.install_colab_requirements(run=lambda c, check: calls.append(c))
+    assert calls == [cmd]
+    names = " ".join(cmd[4:])
+    assert "transformers>=5.22,<6" in names and "peft" in names
+    for skipped in ("torch>", "jupyterlab", "ipywidgets", "pytest"):
+        assert skipped not in names

@@ -1,0 +1,390 @@
+"""Data: load, clean, format, split, check for leakage, tokenize with masked labels, batch.
+
+hub dataset or data/sample -> clean -> (prompt, completion) -> split + leakage check
+-> tokenize (labels -100 on prompt and padding, EOS kept) -> batch. Introduced in notebook 05.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import DataConfig, Profile, get_profile
+
+POEM_COLUMNS = ("Title", "Poem", "Poet", "Tags")
+CONVERSATION_COLUMN = "conversation"
+ASSISTANT_MARK = "\nAssistant:"
+SPLITS = ("train", "validation", "test")
+IGNORE_INDEX = -100  # the label value cross-entropy skips (torch's default ignore_index)
+
+
+class DataError(ValueError):
+    """Bad or unusable data; the message names the file, column or row and the fix."""
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_text_file(path: str | Path) -> str:
+    """A file's text as strict UTF-8, with an error that says how to fix other encodings."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not UTF-8 text (invalid byte at position {error.start}). Re-save it as "
+            f"UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`.") from None
+
+
+def require_columns(columns, required, source) -> None:
+    """Raise DataError naming every required column that `source` lacks."""
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(f"{source} lacks the required column(s) {missing}; "
+                        f"found {list(columns)}")
+
+
+def read_poems_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV in the Poetry Foundation schema (Title, Poem, Poet, Tags) as raw rows."""
+    import io
+
+    text = read_text_file(path)  # decode first: pandas' own error on bad bytes is cryptic
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
+    require_columns(frame.columns, POEM_COLUMNS, path)
+    return frame
+
+
+def load_poems(profile: Profile | str | None = None) -> pd.DataFrame:
+    """Raw poems of a profile: data/sample offline, or the Poetry Foundation CSV from the hub."""
+    data = get_profile(profile).data
+    if data.source == "sample":
+        return read_poems_csv(data.sample_dir / data.poems_file)
+    return read_poems_csv(_hub_file(data.poems_dataset, data.poems_file))
+
+
+def _hub_file(repo_id: str, filename: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    from .modeling import HUB_HELP, HubUnavailableError
+
+    try:
+        return hf_hub_download(repo_id, filename, repo_type="dataset")
+    except Exception as error:  # network, offline mode, gated repo: all end the same way
+        raise HubUnavailableError(HUB_HELP.format(what=repo_id, error=error)) from error
+
+
+def load_instructions(profile: Profile | str | None = None):
+    """Poetry instructions as a datasets.DatasetDict (train/validation/test, `conversation`)."""
+    data = get_profile(profile).data
+    if data.source == "sample":
+        folder = data.sample_dir / "poetry-instructions"
+        return load_instruction_files({s: folder / f"{s}.jsonl" for s in SPLITS})
+    return _load_hub_instructions(data)
+
+
+def load_instruction_files(files: dict) -> "datasets.DatasetDict":  # noqa: F821
+    """Load local JSON-lines or CSV files, one per split, through `datasets`, checking the schema."""
+    import datasets
+
+    for split, path in files.items():
+        read_text_file(path)  # fail early, and clearly, on a non-UTF-8 file
+    kind = "csv" if str(next(iter(files.values()))).endswith(".csv") else "json"
+    dd = datasets.load_dataset(kind, data_files={k: str(v) for k, v in files.items()})
+    for split, ds in dd.items():
+        require_columns(ds.column_names, [CONVERSATION_COLUMN], files[split])
+    return dd
+
+
+def _load_hub_instructions(data: DataConfig):
+    import datasets
+
+    from .modeling import HUB_HELP, HubUnavailableError
+
+    try:
+        dd = datasets.load_dataset(data.instructions_dataset)
+    except Exception as error:
+        raise HubUnavailableError(HUB_HELP.format(what=data.instructions_dataset, error=error)) from error
+    for split, ds in dd.items():
+        require_columns(ds.column_names, [CONVERSATION_COLUMN], f"{data.instructions_dataset}[{split}]")
+    return dd
+
+
+# ---------------------------------------------------------------- cleaning poems
+
+
+def clean_poem_text(text) -> str:
+    """Normalise a poem: \\r\\r\\n and \\r\\n become \\n, trailing spaces go, at most one blank line."""
+    if not isinstance(text, str):
+        return ""
+    text = text.replace("\r\r\n", "\n").replace("\r\n", "\n").replace("\r", "\n")
+    lines = [line.rstrip() for line in text.split("\n")]
+    text = "\n".join(lines).strip("\n")
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def normalise_for_matching(text: str) -> str:
+    """Lowercase and collapse all whitespace: rows equal after this count as duplicates."""
+    return " ".join(str(text).lower().split())
+
+
+def clean_poems(frame: pd.DataFrame, source: str = "poems") -> tuple[pd.DataFrame, dict]:
+    """Clean raw poems; returns (clean frame, counts of what was fixed or dropped)."""
+    require_columns(frame.columns, POEM_COLUMNS, source)
+    out = pd.DataFrame({
+        "title": frame["Title"].fillna("").astype(str).str.strip(),
+        "poem": frame["Poem"].map(clean_poem_text),
+        "poet": frame["Poet"].fillna("").astype(str).str.strip(),
+        "tags": frame["Tags"].fillna("").astype(str).str.strip(),
+    })
+    report = {"rows_read": len(frame),
+              "padded_titles_fixed": int((frame["Title"].fillna("").astype(str) != out["title"]).sum()),
+              "missing_tags": int(frame["Tags"].isna().sum())}
+    empty = out["poem"].str.len() == 0
+    report["empty_poems_dropped"] = int(empty.sum())
+    out = out[~empty]
+    dup = out["poem"].map(normalise_for_matching).duplicated()
+    report["duplicates_dropped"] = int(dup.sum())
+    out = out[~dup].reset_index(drop=True)
+    report["rows_kept"] = len(out)
+    if out.empty:
+        raise DataError(f"{source}: no poems left after cleaning ({report}); check the Poem column")
+    return out, report
+
+
+def poem_to_text(row) -> str:
+    """The training text of one poem for stage 1: title line, blank line, the poem."""
+    return f"{row['title']}\n\n{row['poem']}" if row["title"] else row["poem"]
+
+
+# ---------------------------------------------------------------- conversations
+
+
+def split_conversation(text: str) -> tuple[str, str]:
+    """Cut 'User: ...\\nAssistant: ...' at the first '\\nAssistant:' into (prompt, completion).
+
+    The prompt keeps the 'Assistant:' cue, so the model learns to answer after it; the
+    completion is everything the assistant says. Raises DataError without an Assistant turn.
+    """
+    if not isinstance(text, str):
+        raise DataError(f"a conversation must be a string, got {type(text).__name__}")
+    cut = text.find(ASSISTANT_MARK)
+    if cut < 0:
+        raise DataError(f"no '\\nAssistant:' turn in conversation starting {text[:60]!r}")
+    end = cut + len(ASSISTANT_MARK)
+    prompt, completion = text[:end], text[end:].rstrip()
+    if not completion.strip():
+        raise DataError(f"empty Assistant turn in conversation starting {text[:60]!r}")
+    return prompt, completion
+
+
+def format_conversations(texts) -> tuple[list[tuple[str, str]], int]:
+    """(prompt, completion) pairs of every usable conversation, and how many were dropped."""
+    pairs, dropped = [], 0
+    for text in texts:
+        try:
+            pairs.append(split_conversation(text))
+        except DataError:
+            dropped += 1
+    return pairs, dropped
+
+
+# ---------------------------------------------------------------- splits and leakage
+
+
+def train_validation_split(items: list, validation_fraction: float = 0.2, seed: int = 42):
+    """Shuffle with a fixed seed and cut off the validation share (the seed's 80/20)."""
+    import random
+
+    if len(items) < 2:
+        raise DataError(f"need at least 2 rows to split into train and validation, got {len(items)}")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(items) * validation_fraction))
+    val = [items[i] for i in sorted(order[:n_val])]
+    train = [items[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def _key(row) -> str:
+    return row if isinstance(row, str) else "\x00".join(map(str, row))
+
+
+def leakage_report(splits: dict[str, list]) -> pd.DataFrame:
+    """Rows shared by each pair of splits: exactly, and after lowercasing and collapsing spaces."""
+    names = list(splits)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            exact = {_key(r) for r in splits[a]} & {_key(r) for r in splits[b]}
+            norm_a = {normalise_for_matching(_key(r)) for r in splits[a]}
+            norm = norm_a & {normalise_for_matching(_key(r)) for r in splits[b]}
+            rows.append({"split_a": a, "split_b": b, "rows_a": len(splits[a]),
+                         "rows_b": len(splits[b]), "shared_exact": len(exact),
+                         "shared_normalised": len(norm)})
+    return pd.DataFrame(rows)
+
+
+def deduplicate_splits(splits: dict[str, list], priority=("test", "validation", "train")):
+    """Drop from lower-priority splits every row (normalised) already in a higher one.
+
+    Test rows are never removed: the test set is what we report, so train gives way.
+    """
+    seen: set[str] = set()
+    out, removed = {}, {}
+    for name in priority:
+        if name not in splits:
+            continue
+        kept = [r for r in splits[name] if normalise_for_matching(_key(r)) not in seen]
+        removed[name] = len(splits[name]) - len(kept)
+        seen.update(normalise_for_matching(_key(r)) for r in kept)
+        out[name] = kept
+    return {name: out[name] for name in splits}, removed
+
+
+# ---------------------------------------------------------------- tokenizing
+
+
+def encode_example(prompt: str, completion: str, tokenizer, max_length: int) -> dict:
+    """input_ids and labels for supervised fine-tuning: -100 on the prompt, EOS appended and kept.
+
+    The prompt gets the tokenizer's special tokens (BOS for Llama-style tokenizers, none for
+    GPT-2); the completion gets none but ends with EOS, which the loss must see so the model
+    learns to stop. Raises DataError when the row would exceed max_length.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    completion_ids = completion_ids + [tokenizer.eos_token_id]
+    if len(prompt_ids) >= max_length:
+        raise DataError(f"prompt has {len(prompt_ids)} tokens but max_length is {max_length}; "
+                        "shorten the prompt or raise max_length")
+    total = len(prompt_ids) + len(completion_ids)
+    if total > max_length:
+        raise DataError(f"example has {total} tokens, more than max_length={max_length}")
+    return {"input_ids": prompt_ids + completion_ids,
+            "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids}
+
+
+def encode_pairs(pairs, tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Encode every (prompt, completion); rows over max_length are dropped and counted."""
+    encoded, dropped = [], 0
+    for prompt, completion in pairs:
+        try:
+            encoded.append(encode_example(prompt, completion, tokenizer, max_length))
+        except DataError:
+            dropped += 1
+    return encoded, dropped
+
+
+def filter_by_length(pairs, tokenizer, max_length: int) -> tuple[list, int]:
+    """Keep the (prompt, completion) pairs that fit max_length once encoded; count the rest."""
+    kept = []
+    for prompt, completion in pairs:
+        try:
+            encode_example(prompt, completion, tokenizer, max_length)
+        except DataError:
+            continue
+        kept.append((prompt, completion))
+    return kept, len(pairs) - len(kept)
+
+
+def token_lengths(texts, tokenizer) -> list[int]:
+    """Number of tokens of each text (no special tokens): the histograms of notebook 05."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def group_texts(token_lists, block_size: int, eos_token_id: int | None = None) -> list[list[int]]:
+    """Concatenate token lists (EOS between them) and cut into full blocks of block_size.
+
+    The remainder shorter than a block is dropped: padding it would waste compute and a
+    partial block would be the only one of its length. With ~100k tokens and blocks of 256
+    the loss is under 256 tokens, a fraction of a percent. Introduced in notebook 06.
+    """
+    stream: list[int] = []
+    for ids in token_lists:
+        stream.extend(ids)
+        if eos_token_id is not None:
+            stream.append(eos_token_id)
+    n_blocks = len(stream) // block_size
+    return [stream[i * block_size:(i + 1) * block_size] for i in range(n_blocks)]
+
+
+@dataclass
+class SFTCollator:
+    """Dynamic padding: pad each batch to its longest row (labels -100 on padding)."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: list[dict]) -> dict:
+        longest = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = (longest + m - 1) // m * m
+        batch = {"input_ids": [], "attention_mask": [], "labels": []}
+        for r in rows:
+            pad = longest - len(r["input_ids"])
+            batch["input_ids"].append(list(r["input_ids"]) + [self.pad_token_id] * pad)
+            batch["attention_mask"].append([1] * len(r["input_ids"]) + [0] * pad)
+            labels = r.get("labels", r["input_ids"])
+            batch["labels"].append(list(labels) + [IGNORE_INDEX] * pad)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+def padding_share(batch: dict) -> float:
+    """Fraction of a batch's positions that are padding (attention_mask == 0)."""
+    mask = batch["attention_mask"]
+    return float(1.0 - mask.sum().item() / mask.numel())
+
+
+# ---------------------------------------------------------------- the whole data stage
+
+
+@dataclass
+class PreparedData:
+    """Everything the training stages need, plus the report the notebooks print."""
+
+    poems: dict[str, list[str]]  # train / validation poem texts (stage 1)
+    instructions: dict[str, list[tuple[str, str]]]  # train / validation / test pairs (stage 2)
+    report: dict = field(default_factory=dict)
+
+
+def prepare_data(profile: Profile | str | None, tokenizer, deduplicate: bool = True) -> PreparedData:
+    """Run the whole data-preparation flow of notebook 05 and `pipeline --stages data`."""
+    profile = get_profile(profile)
+    cfg = profile.data
+    poems, poem_report = clean_poems(load_poems(profile), source=cfg.poems_file)
+    poem_texts = [poem_to_text(row) for _, row in poems.iterrows()]
+    poem_train, poem_val = train_validation_split(poem_texts, cfg.validation_fraction, cfg.seed)
+
+    raw = load_instructions(profile)
+    pairs, no_assistant = {}, {}
+    for split in SPLITS:
+        pairs[split], no_assistant[split] = format_conversations(raw[split][CONVERSATION_COLUMN])
+    # The seed's split: 80/20 of the dataset's train split; the dataset's test split is kept.
+    train, val = train_validation_split(pairs["train"], cfg.validation_fraction, cfg.seed)
+    splits = {"train": train, "validation": val, "test": pairs["test"]}
+    leakage = leakage_report(splits)
+    removed = {}
+    if deduplicate:
+        splits, removed = deduplicate_splits(splits)
+    too_long = {}
+    for split in SPLITS:
+        splits[split], too_long[split] = filter_by_length(splits[split], tokenizer, cfg.max_length)
+    if not splits["train"]:
+        raise DataError("no training conversations left after cleaning; see the data report")
+    report = {"poems": {**poem_report, "train": len(poem_train), "validation": len(poem_val)},
+              "instructions": {
+                  "rows_read": {s: len(raw[s]) for s in SPLITS},
+                  "no_assistant_dropped": no_assistant,
+                  "leakage": leakage.to_dict(orient="records"),
+                  "duplicates_removed": removed,
+                  "over_max_length_dropped": too_long,
+                  "max_length": cfg.max_length,
+                  "rows_kept": {s: len(splits[s]) for s in SPLITS}}}
+    return PreparedData({"train": poem_train, "validation": poem_val}, splits, report)
+

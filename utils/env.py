@@ -1,0 +1,122 @@
+"""The machine a notebook runs on: device, dtype, seeds, Colab, versions. Every notebook's setup cell."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from .config import REPO_ROOT, Profile, get_profile
+
+LIBRARIES = ("torch", "transformers", "peft", "datasets", "accelerate", "tokenizers", "ipywidgets")
+# Installed by the Colab setup cell: Colab already has torch, jupyter and ipywidgets 7,
+# and reinstalling torch there would pull a second multi-GB build.
+COLAB_SKIP = ("torch", "jupyterlab", "ipykernel", "ipywidgets", "pytest", "pytest-timeout",
+              "nbclient", "nbformat")
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (its kernel has the google.colab module)."""
+    return "google.colab" in sys.modules
+
+
+def pick_device() -> torch.device:
+    """CUDA if present, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device | str | None = None) -> torch.dtype:
+    """bf16 on GPUs that support it (Ampere+), fp16 on older ones (a T4), fp32 on MPS and CPU."""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def set_seed(seed: int = 42) -> None:
+    """Seed Python, NumPy and torch (all devices) so a rerun gives the same numbers on a CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def library_versions(names=LIBRARIES) -> dict[str, str]:
+    """Installed versions of the libraries the course depends on ('missing' if absent)."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def gpu_summary() -> str:
+    """One line naming the GPU and its memory, or saying there is none."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
+
+
+def describe(profile: Profile | str | None = None) -> dict:
+    """Print and return profile, device, dtype, GPU and library versions (the setup cell's printout)."""
+    profile = get_profile(profile)
+    device = pick_device()
+    info = {
+        "profile": profile.name,
+        "model": profile.model.model_name_or_path or f"tiny random-init {profile.model.architecture}",
+        "data": "data/sample (offline)" if profile.data.source == "sample" else "Hugging Face hub",
+        "device": device.type,
+        "dtype": str(pick_dtype(device)).replace("torch.", ""),
+        "gpu": gpu_summary(),
+        "colab": in_colab(),
+        **library_versions(),
+    }
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+    need = profile.model.min_gpu_memory_gb
+    if need and device.type != "cuda":
+        print(f"note: the {profile.name} profile is meant for a GPU with >= {need:g} GB;"
+              " on this machine use POET_PROFILE=tiny")
+    return info
+
+
+def colab_requirements(path=REPO_ROOT / "requirements.txt") -> list[str]:
+    """The requirement lines a Colab runtime still needs: all but torch, Jupyter and test tools."""
+    wanted = []
+    for line in open(path, encoding="utf-8"):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = line.split(";")[0]
+        for sep in "<>=!~[ ":
+            name = name.split(sep)[0]
+        if name.lower() not in COLAB_SKIP:
+            wanted.append(line)
+    return wanted
+
+
+def install_colab_requirements(run=subprocess.run) -> list[str]:
+    """pip-install what Colab lacks, never torch; returns the command it ran."""
+    cmd = [sys.executable, "-m", "pip", "install", "-q", *colab_requirements()]
+    run(cmd, check=True)
+    return cmd
+
+
+def hub_offline() -> bool:
+    """True when the user asked Hugging Face libraries to stay offline."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

