@@ -103,6 +103,8 @@ def instruction_rows(poems: list[dict]) -> dict[str, list[str]]:
                 rows[split_of.get(i, "train")].append(text)
     # Quirk of the real dataset: train repeats some validation and test rows (leakage).
     rows["train"] += rows["validation"][:2] + rows["test"][:4]
+    # ... and one that differs only in case and spacing, which an exact match would miss.
+    rows["train"].append(rows["test"][4].replace("User: Can", "User:  can", 1))
     # Quirk: a few huge rows, far over any sensible max_length.
     for poet in sorted({p["poet"] for p in poems})[:2]:
         body = "\n\n".join(p["poem"] for p in poems if p["poet"] == poet)

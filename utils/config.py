@@ -15,6 +15,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 PROFILE_ENV = "POET_PROFILE"
+RUNS_ENV = "POET_RUNS_DIR"  # tests point this at a temporary folder
 DEFAULT_PROFILE = "tiny"
 
 
@@ -225,3 +226,8 @@ def get_profile(name: str | None = None) -> Profile:
     except KeyError:
         valid = ", ".join(PROFILES)
         raise ValueError(f"unknown profile {name!r}; valid profiles: {valid}") from None
+
+
+def runs_dir() -> Path:
+    """Where run folders live: $POET_RUNS_DIR, else runs/ in the repository (git-ignored)."""
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")

@@ -365,13 +365,16 @@ def prepare_data(profile: Profile | str | None, tokenizer, deduplicate: bool = T
     pairs, no_assistant = {}, {}
     for split in SPLITS:
         pairs[split], no_assistant[split] = format_conversations(raw[split][CONVERSATION_COLUMN])
-    # The seed's split: 80/20 of the dataset's train split; the dataset's test split is kept.
-    train, val = train_validation_split(pairs["train"], cfg.validation_fraction, cfg.seed)
-    splits = {"train": train, "validation": val, "test": pairs["test"]}
-    leakage = leakage_report(splits)
+    # Leakage is checked on the splits as shipped: the real train split repeats rows of the
+    # validation and test splits, and a model tested on rows it trained on looks too good.
+    leakage = leakage_report(pairs)
     removed = {}
     if deduplicate:
-        splits, removed = deduplicate_splits(splits)
+        pairs, removed = deduplicate_splits(pairs)
+    # The seed's split: 80/20 of the train split; the shipped validation rows join our
+    # validation split and the shipped test split stays the test split.
+    train, val = train_validation_split(pairs["train"], cfg.validation_fraction, cfg.seed)
+    splits = {"train": train, "validation": val + pairs["validation"], "test": pairs["test"]}
     too_long = {}
     for split in SPLITS:
         splits[split], too_long[split] = filter_by_length(splits[split], tokenizer, cfg.max_length)

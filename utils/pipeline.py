@@ -13,9 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import PROFILES, Profile, get_profile
-
-RUNS_DIR = Path("runs")
+from .config import PROFILES, Profile, get_profile, runs_dir
 
 
 @dataclass
@@ -75,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stages", default=",".join(DEFAULT_STAGES),
                         help=f"comma-separated, from: {', '.join(STAGES)}")
     parser.add_argument("--run-name", default=None, help="folder under runs/ (default: profile-time)")
-    parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="where run folders live")
+    parser.add_argument("--runs-dir", default=None,
+                        help="where run folders live (default: $POET_RUNS_DIR or runs/)")
     return parser.parse_args(argv)
 
 
@@ -95,7 +94,7 @@ def main(argv=None) -> Context:
     profile = get_profile(args.profile)
     stages = check_stages(args.stages)
     run_name = args.run_name or f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.runs_dir) / run_name
+    run_dir = Path(args.runs_dir or runs_dir()) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(profile, run_dir, args)
     print(f"profile {profile.name}: {profile.description}\nrun folder: {run_dir}")

@@ -1,0 +1,55 @@
+"""Every notebook follows the course conventions and runs top to bottom in the tiny profile.
+
+The measured wall time of each run is printed and written to runs/notebook_times.json;
+the README's course map quotes those numbers.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from utils.notebook import convention_problems
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+TIMES = ROOT / "runs" / "notebook_times.json"
+
+
+def _ids(paths):
+    return [p.stem for p in paths]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_conventions(path):
+    nb = nbformat.read(str(path), as_version=4)
+    assert convention_problems(nb) == []
+
+
+def test_setup_cell_is_identical_everywhere():
+    code = [[c for c in nbformat.read(str(p), as_version=4).cells if c.cell_type == "code"][0].source
+            for p in NOTEBOOKS]
+    assert len(set(code)) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_runs_in_tiny_profile(path, tmp_path):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    os.environ.update(POET_PROFILE="tiny", MPLBACKEND="Agg", TOKENIZERS_PARALLELISM="false",
+                      POET_RUNS_DIR=str(tmp_path / "runs"))
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    print(f"{path.name}: {seconds:.0f} s")
+    TIMES.parent.mkdir(exist_ok=True)
+    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    times[path.name] = round(seconds, 1)
+    TIMES.write_text(json.dumps(times, indent=2, sort_keys=True))
