@@ -32,7 +32,7 @@ sys.path.insert(0, str(root))
 from utils import env
 if env.in_colab():
     env.install_colab_requirements()
-env.describe()'''
+env.describe();'''
 
 PARAMETERS_TAG = "parameters"
 
