@@ -110,10 +110,10 @@ def colab_requirements(path=REPO_ROOT / "requirements.txt") -> list[str]:
     return wanted
 
 
-def install_colab_requirements(run=subprocess.run) -> list[str]:
+def install_colab_requirements(run=None) -> list[str]:
     """pip-install what Colab lacks, never torch; returns the command it ran."""
     cmd = [sys.executable, "-m", "pip", "install", "-q", *colab_requirements()]
-    run(cmd, check=True)
+    (run or subprocess.run)(cmd, check=True)
     return cmd
 
 

@@ -21,7 +21,7 @@ root = Path.cwd()
 while not (root / "utils" / "config.py").exists() and root != root.parent:
     root = root.parent
 if not (root / "utils" / "config.py").exists() and "google.colab" in sys.modules:
-    root = Path("/content/poet-llm-course")
+    root = Path(os.environ.get("POET_COLAB_DIR", "/content/poet-llm-course"))
     if not root.exists():
         subprocess.run(["git", "clone", "--depth", "1", COURSE_REPO, str(root)], check=True)
 if not (root / "utils" / "config.py").exists():

@@ -1,0 +1,81 @@
+"""The shared setup cell, run outside a notebook: locally, and on a stubbed Colab."""
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from utils.notebook import COURSE_REPO, SETUP_CELL, build_notebook, convention_problems
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def restore_cwd():
+    cwd, path = os.getcwd(), list(sys.path)
+    yield
+    os.chdir(cwd)
+    sys.path[:] = path
+
+
+def test_setup_cell_locally_finds_the_repo_from_a_subfolder(restore_cwd, capsys):
+    os.chdir(ROOT / "notebooks")
+    exec(SETUP_CELL, {})
+    assert Path.cwd() == ROOT
+    assert "profile" in capsys.readouterr().out
+
+
+def test_setup_cell_outside_the_repo_says_where_to_open(restore_cwd, tmp_path):
+    os.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="inside the course folder"):
+        exec(SETUP_CELL, {})
+
+
+def test_setup_cell_on_colab_clones_and_installs_without_torch(restore_cwd, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        if cmd[:2] == ["git", "clone"]:
+            Path(cmd[-1]).symlink_to(ROOT)  # stands in for the clone
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("POET_COLAB_DIR", str(tmp_path / "poet-llm-course"))
+    os.chdir(tmp_path)
+    exec(SETUP_CELL, {})
+    clone, pip = calls
+    assert clone == ["git", "clone", "--depth", "1", COURSE_REPO, str(tmp_path / "poet-llm-course")]
+    assert pip[1:5] == ["-m", "pip", "install", "-q"]
+    installed = " ".join(pip[5:])
+    assert "transformers>=5.22,<6" in installed and "peft" in installed
+    assert not any(arg.startswith(("torch", "ipywidgets", "jupyterlab")) for arg in pip[5:])
+
+
+def test_conventions_checker_catches_problems(tmp_path):
+    import nbformat
+
+    good = build_notebook(tmp_path / "g.ipynb", [
+        ("md", "# T"), ("params", "PROFILE = 'tiny'"), ("md", "## Exercises"), ("md", "## Takeaways")])
+    assert convention_problems(good) == []
+    bad = nbformat.read(str(tmp_path / "g.ipynb"), as_version=4)
+    bad.cells[1].source = "import os"
+    bad.cells[2].metadata = {}
+    bad.cells[2].outputs = [nbformat.v4.new_output("stream", text="x")]
+    problems = convention_problems(bad)
+    assert "the first code cell is not the shared setup cell" in problems
+    assert "no code cell is tagged 'parameters'" in problems
+    assert "committed with outputs" in problems
+
+
+def test_readme_colab_links_use_the_course_repo():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    slug = COURSE_REPO.removeprefix("https://github.com/")
+    links = [part.split(")")[0] for part in readme.split("colab.research.google.com/github/")[1:]]
+    assert links, "the README should link notebooks on Colab"
+    for link in links:
+        assert link.startswith(slug + "/blob/main/notebooks/")
+        assert (ROOT / link.split("/blob/main/")[1]).exists()
