@@ -1,0 +1,251 @@
+"""Tests for utils/preferences.py: storage, items, win rates, Bradley-Terry and agreement."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from utils import preferences as prefs
+
+HEADER = ",".join(prefs.FIELDS) + "\n"
+
+
+def _ratings(spec, rater="ana", prompt="p0"):
+    """Rating rows from (system_a, system_b, choice) triples, as the rater would write them."""
+    item = {"prompt_id": prompt, "prompt": f"prompt {prompt}"}
+    return [prefs.rating_row(rater, item, a, b, choice, "2025-01-01T00:00:00+00:00")
+            for a, b, choice in spec]
+
+
+def _frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(prefs.FIELDS))
+
+
+def _write(path, rows):
+    for row in rows:
+        prefs.append_rating(path, row)
+    return path
+
+
+# ---------------------------------------------------------------- items
+
+
+def test_items_from_generations_and_pairs():
+    items = prefs.items_from_generations(["rain", "sea"], {"greedy": ["g1", "g2"], "sampled": ["s1", "s2"],
+                                                           "hot": ["h1", "h2"]})
+    assert [i["prompt_id"] for i in items] == [prefs.prompt_id("rain"), prefs.prompt_id("sea")]
+    assert items[1]["outputs"] == {"greedy": "g2", "sampled": "s2", "hot": "h2"}
+    pairs = prefs.pair_items(items)
+    assert [sorted(p["outputs"]) for p in pairs[:3]] == [["greedy", "hot"], ["greedy", "sampled"],
+                                                         ["hot", "sampled"]]
+    assert len(pairs) == 6
+
+
+def test_items_with_fewer_than_two_systems_raise():
+    with pytest.raises(ValueError, match="at least two"):
+        prefs.items_from_generations(["rain"], {"greedy": ["g"]})
+    with pytest.raises(ValueError, match="item 1 has 1 system"):
+        prefs.validate_items([{"prompt": "a", "outputs": {"x": "1", "y": "2"}},
+                              {"prompt": "b", "outputs": {"x": "1"}}])
+    with pytest.raises(ValueError, match="has 2 generations for 1 prompts"):
+        prefs.items_from_generations(["rain"], {"x": ["1", "2"], "y": ["1"]})
+
+
+def test_items_from_runs_matches_prompts_and_renames_shared_names(tmp_path):
+    one, two = tmp_path / "run-a", tmp_path / "run-b"
+    one.mkdir()
+    two.mkdir()
+    lines_one = [{"model": "stage2", "prompt": "rain", "generation": "wet"},
+                 {"model": "stage2", "prompt": "only here", "generation": "x"},
+                 {"model": "base", "prompt": "rain", "generation": "plain"}]
+    (one / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines_one) + "{not json\n")
+    (two / "samples.jsonl").write_text(json.dumps({"model": "stage2", "prompt": "rain",
+                                                   "generation": "drops"}) + "\n"
+                                       + json.dumps({"prompt": "rain", "text": "no model"}) + "\n")
+    assert prefs.find_sample_runs(tmp_path) == [one, two]
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        items = prefs.items_from_runs([one, two / "samples.jsonl"])  # a folder or its file
+    assert len(items) == 1
+    assert items[0]["outputs"] == {"run-a:stage2": "wet", "base": "plain", "run-b:stage2": "drops",
+                                   "run-b": "no model"}
+
+
+# ---------------------------------------------------------------- storage
+
+
+def test_append_writes_header_once_and_fsyncs(tmp_path, monkeypatch):
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    path = _write(tmp_path / "sub" / "preferences.csv", _ratings([("x", "y", "a"), ("y", "x", "tie")]))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] + "\n" == HEADER
+    assert len(lines) == 3 and len(calls) == 2
+    assert lines[2].endswith(",y,x,tie,tie")
+
+
+def test_prompt_with_newlines_stays_on_one_line(tmp_path):
+    item = {"prompt_id": "p", "prompt": 'User: a poem\nabout "rain", C:\\ and\r\nAssistant:'}
+    path = _write(tmp_path / "p.csv", [prefs.rating_row("ana", item, "x", "y", "b")])
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 2
+    assert prefs.load_ratings(path).loc[0, "prompt"] == item["prompt"]
+
+
+def test_corrupted_lines_are_reported_and_skipped(tmp_path):
+    path = _write(tmp_path / "p.csv", _ratings([("x", "y", "a"), ("x", "y", "b"), ("y", "x", "a")]))
+    good = path.read_bytes()
+    rows = good.split(b"\n")
+    broken = [rows[0], rows[1], b"2025-01-01,ana,p0,too few", rows[2],
+              rows[3].replace(b",a,y", b",maybe,y"), "caf\u00e9".encode("latin-1") + rows[1], b""]
+    path.write_bytes(b"\n".join(broken))
+    with pytest.warns(UserWarning, match=r"skipped 3 corrupted line\(s\) \[3, 5, 6\]"):
+        df = prefs.load_ratings(path)
+    assert df.attrs["skipped"] == {3: "4 fields instead of 8", 5: "unknown choice 'maybe'",
+                                   6: "not valid UTF-8"}
+    assert list(df["choice"]) == ["a", "b"]
+    table = prefs.win_rates(df)  # the analysis goes on with the good lines
+    assert table.loc[0, "n"] == 2 and table.loc[0, "win_rate"] == 0.5
+
+
+def test_torn_last_line_stays_apart_from_the_next_rating(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(HEADER + "2025-01-01T00:00:00+00:00,ana,p0,prompt,x,y,a", encoding="utf-8")
+    _write(path, _ratings([("x", "y", "b")]))
+    with pytest.warns(UserWarning, match=r"skipped 1 corrupted line\(s\) \[2\]"):
+        df = prefs.load_ratings(path)
+    assert list(df["winner"]) == ["y"]
+
+
+def test_empty_file_raises_a_clear_error(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("")
+    with pytest.raises(ValueError, match="holds no ratings"):
+        prefs.load_ratings(path)
+    path.write_text(HEADER)
+    with pytest.raises(ValueError, match="holds no ratings"):
+        prefs.load_ratings(path)
+    with pytest.raises(FileNotFoundError, match="rate some pairs first"):
+        prefs.load_ratings(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="all 1 ratings are skips"):
+        prefs.win_rates(_frame(_ratings([("x", "y", "skip")])))
+
+
+# ---------------------------------------------------------------- win rates
+
+
+def test_win_rates_count_ties_half_and_orient_to_the_leader():
+    df = _frame(_ratings([("x", "y", "b"), ("y", "x", "a"), ("x", "y", "tie"), ("x", "y", "a"),
+                          ("y", "x", "skip")]))
+    table = prefs.win_rates(df, n_boot=200, seed=3)
+    row = table.iloc[0]
+    assert (row["system"], row["opponent"], row["n"], row["wins"], row["ties"], row["losses"]) == \
+        ("y", "x", 4, 2, 1, 1)
+    assert row["win_rate"] == 0.625  # (2 wins + 0.5 tie) / 4
+    assert row["ci_low"] <= row["win_rate"] <= row["ci_high"]
+
+
+def test_bootstrap_ci_contains_the_estimate_and_is_seeded():
+    scores = np.array([1, 1, 1, 0, 0.5, 1, 0, 1, 1, 0.5])
+    low, high = prefs.bootstrap_ci(scores, n_boot=1000, seed=7)
+    assert low <= scores.mean() <= high and low < high
+    assert prefs.bootstrap_ci(scores, n_boot=1000, seed=7) == (low, high)
+    spread = np.linspace(0, 1, 37) ** 2  # many distinct means: another seed moves the ends
+    assert prefs.bootstrap_ci(spread, seed=8) == prefs.bootstrap_ci(spread, seed=8)
+    assert prefs.bootstrap_ci(spread, seed=8) != prefs.bootstrap_ci(spread, seed=9)
+    assert prefs.bootstrap_ci([1.0, 1.0], seed=0) == (1.0, 1.0)
+
+
+# ---------------------------------------------------------------- Bradley-Terry
+
+
+def _games(wins):
+    """Ratings from {(winner, loser): count}."""
+    spec = [(w, l, "a") for (w, l), n in wins.items() for _ in range(n)]
+    return _frame(_ratings(spec))
+
+
+def test_bradley_terry_recovers_a_known_ordering():
+    df = _games({("top", "mid"): 7, ("mid", "top"): 3, ("mid", "low"): 8, ("low", "mid"): 2,
+                 ("top", "low"): 9, ("low", "top"): 1})
+    table = prefs.bradley_terry(df)
+    assert list(table["system"]) == ["top", "mid", "low"]
+    assert list(table["wins"]) == [16, 11, 3] and list(table["comparisons"]) == [20, 20, 20]
+    p = dict(zip(table["system"], table["strength"]))
+    assert math.prod(p.values()) == pytest.approx(1.0)  # geometric mean 1
+    # The MLE solves W_i = sum_j N_ij p_i / (p_i + p_j) for every system.
+    for name, wins in zip(table["system"], table["wins"]):
+        expected = sum(10 * p[name] / (p[name] + p[o]) for o in p if o != name)
+        assert expected == pytest.approx(wins, rel=1e-8)
+    assert prefs.bt_probability(table, "top", "low") > 0.5
+
+
+def test_bradley_terry_two_systems_ratio_is_the_win_ratio():
+    df = _frame(_ratings([("x", "y", "a")] * 6 + [("y", "x", "a")] * 2 + [("x", "y", "tie")] * 2))
+    table = prefs.bradley_terry(df)
+    p = dict(zip(table["system"], table["strength"]))
+    assert p["x"] / p["y"] == pytest.approx(7 / 3)  # 6 wins + 2 half ties vs 2 wins + 2 half ties
+
+
+def test_bradley_terry_without_a_win_needs_a_prior():
+    df = _games({("x", "y"): 3})
+    with pytest.raises(ValueError, match="prior=0.5"):
+        prefs.bradley_terry(df)
+    table = prefs.bradley_terry(df, prior=0.5)
+    p = dict(zip(table["system"], table["strength"]))
+    assert p["x"] / p["y"] == pytest.approx(3.5 / 0.5)
+
+
+# ---------------------------------------------------------------- agreement
+
+
+def test_cohen_kappa_hand_computed():
+    one = list("ffffffssst")
+    two = list("ffffsssstt")
+    # p_o = 7/10; p_e = (6*4 + 3*4 + 1*2) / 100 = 0.38; kappa = 0.32 / 0.62 = 16/31
+    assert prefs.cohen_kappa(one, two) == pytest.approx(16 / 31)
+    assert prefs.cohen_kappa(one, one) == 1.0
+    assert math.isnan(prefs.cohen_kappa("ff", "ff"))
+    with pytest.raises(ValueError, match="equally long"):
+        prefs.cohen_kappa("ab", "a")
+
+
+def test_agreement_compares_systems_not_letters():
+    ana = _ratings([("x", "y", "a")], "ana", "p0") + _ratings([("x", "y", "tie")], "ana", "p1") \
+        + _ratings([("x", "y", "b")], "ana", "p2")
+    ben = _ratings([("y", "x", "b")], "ben", "p0") + _ratings([("y", "x", "a")], "ben", "p1") \
+        + _ratings([("y", "x", "a")], "ben", "p2")  # A and B swapped: same winners on p0 and p2
+    table = prefs.rater_agreement(_frame(ana + ben))
+    row = table.iloc[0]
+    assert (row["rater_1"], row["rater_2"], row["shared_items"]) == ("ana", "ben", 3)
+    assert row["agreement"] == pytest.approx(2 / 3)
+    # labels ana: first, tie, second; ben: first, second, second -> p_o 2/3, p_e 3/9
+    assert row["kappa"] == pytest.approx((2 / 3 - 1 / 3) / (1 - 1 / 3))
+    with pytest.raises(ValueError, match="two raters"):
+        prefs.rater_agreement(_frame(ana))
+
+
+def test_fleiss_kappa_hand_computed():
+    rows = []
+    labels = {"p1": "fff", "p2": "ffs", "p3": "sss", "p4": "tss"}  # per item, raters r0 r1 r2
+    for pid, item_labels in labels.items():
+        for n, label in enumerate(item_labels):
+            choice = {"f": "a", "s": "b", "t": "tie"}[label]
+            rows += _ratings([("x", "y", choice)], f"r{n}", pid)
+    # P_i = 1, 1/3, 1, 1/3 -> 2/3; shares 5/12, 6/12, 1/12 -> P_e = 62/144; kappa = 17/41
+    assert prefs.fleiss_kappa(_frame(rows)) == pytest.approx(17 / 41)
+
+
+def test_items_from_runs_reads_what_the_run_registry_writes(tmp_path):
+    from utils import registry
+
+    run = tmp_path / "tiny-run"
+    rows = [{"prompt": "rain", "generation": "wet"}, {"prompt": "sea", "generation": "salt"}]
+    registry.write_samples(run, "stage1", rows)
+    registry.write_samples(run, "stage2", [{**r, "generation": r["generation"].upper()} for r in rows])
+    items = prefs.items_from_runs(prefs.find_sample_runs(tmp_path))
+    assert [i["outputs"] for i in items] == [{"stage1": "wet", "stage2": "WET"},
+                                             {"stage1": "salt", "stage2": "SALT"}]
