@@ -1,0 +1,375 @@
+"""Training memory: a calculator from a config alone, and a measurement in a fresh process.
+
+The calculator counts, in bytes, weights, gradients, optimizer states, temporaries and
+activations, from a transformers config alone. Assumptions (notebook 11 explains each):
+
+- AdamW keeps two fp32 states (exp_avg, exp_avg_sq) per trainable parameter: 8 bytes.
+- Trainable parameters are fp32 in every strategy, so their gradients are fp32: 4 bytes.
+  Mixed precision (torch.autocast, the Trainer's fp16=/bf16=) keeps the fp32 master weights
+  and adds a 2-byte half copy of each weight, made in the forward and saved for the backward:
+  4 + 4 + 8 + 2 = 18 bytes per parameter. LoRA adapters are fp32 (peft upcasts them).
+- The optimizer is fused AdamW (the Trainer's default `adamw_torch_fused`): no per-step
+  temporaries. Tied input/output embeddings (GPT-2) do add two transient fp32 copies of the
+  embedding's gradient at the end of the backward (measured: `temporaries`).
+- Activations follow `layer_activation_bytes` and `head_activation_bytes`; gradient
+  checkpointing keeps only each layer's input and recomputes one layer at a time.
+- CUDA context and allocator fragmentation are not counted; a run "fits" when the estimate
+  is at most FIT_FRACTION of the card's memory.
+
+Introduced in notebook 11; `python -m utils.memory '{json}'` is the measuring child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from .config import REPO_ROOT
+
+MB = 2**20
+GB = 2**30
+# Nominal memory of each card in GiB (vendor datasheets: NVIDIA T4, L4, A100 40GB/80GB).
+GPUS_GB = {"T4-16GB": 16, "L4-24GB": 24, "A100-40GB": 40, "A100-80GB": 80}
+# ECC reserve, the CUDA context (~0.3-0.5 GiB) and the caching allocator's fragmentation eat
+# the rest: a T4 shows 15.0 of its 16 GiB to PyTorch before anything is allocated.
+FIT_FRACTION = 0.9
+GATED_MLP = ("llama", "mistral", "qwen2", "gemma")  # SwiGLU: gate, up and down projections
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a model is trained, in the terms that decide its memory."""
+
+    name: str
+    weight_bytes: int  # bytes per stored base weight: 4 (fp32) or 2 (fp16/bf16)
+    lora: bool  # True: only LoRA adapters train; False: every weight trains
+    activation_bytes: int  # bytes per saved activation value: 4 (fp32) or 2 (autocast)
+    half_copy: bool = False  # autocast keeps a 2-byte copy of every weight for the backward
+    checkpointing: bool = False
+
+
+STRATEGIES = {s.name: s for s in (
+    Strategy("full fp32", weight_bytes=4, lora=False, activation_bytes=4),
+    Strategy("full mixed precision", weight_bytes=4, lora=False, activation_bytes=2, half_copy=True),
+    Strategy("LoRA r=8, fp32 base", weight_bytes=4, lora=True, activation_bytes=4),
+    Strategy("LoRA r=8, half base", weight_bytes=2, lora=True, activation_bytes=2),
+    Strategy("LoRA r=8, half base + checkpointing", weight_bytes=2, lora=True,
+             activation_bytes=2, checkpointing=True),
+)}
+
+
+# ---------------------------------------------------------------- counting from a config
+
+
+def _config(config):
+    from .modeling import reference_config
+
+    return reference_config(config) if isinstance(config, str) else config
+
+
+_COUNTS: dict = {}  # meta models are cheap, not free; the table asks for each count many times
+
+
+def parameter_counts(config, r: int = 8) -> tuple[int, int]:
+    """(all parameters, LoRA adapter parameters at rank r with peft's default targets), cached.
+
+    LoRA adds r * (in + out) per target module (A: in x r, B: r x out). GPT-2's targets are
+    c_attn (768 -> 2304): 12 layers * 8 * (768 + 2304) = 294,912. Notebook 11.
+    """
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
+
+    from .modeling import count_parameters, meta_model
+
+    config = _config(config)
+    key = (config.to_json_string(use_diff=False), r)
+    if key not in _COUNTS:
+        model = meta_model(config)
+        targets = TARGETS[config.model_type]
+        # Conv1D stores (in, out), nn.Linear (out, in): the sum of the two is the same.
+        adapters = sum(r * sum(m.weight.shape) for name, m in model.named_modules()
+                       if name.rsplit(".", 1)[-1] in targets)
+        _COUNTS[key] = (count_parameters(model)[1], adapters)
+    return _COUNTS[key]
+
+
+def shape(config) -> dict:
+    """The sizes the activation formula needs: hidden, ffn width, layers, heads, vocabulary."""
+    config = _config(config)
+    hidden = config.hidden_size
+    ffn = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    dropout = max(getattr(config, "resid_pdrop", 0.0) or 0.0,
+                  getattr(config, "attention_dropout", 0.0) or 0.0)
+    return {"hidden": hidden, "ffn": ffn, "layers": config.num_hidden_layers,
+            "heads": config.num_attention_heads, "vocab": config.vocab_size,
+            "gated": config.model_type in GATED_MLP, "dropout": dropout > 0}
+
+
+def layer_activation_bytes(config, seq_len: int, act_bytes: int = 4, attention: str = "sdpa") -> int:
+    """Bytes one decoder layer saves for the backward, per token. Notebook 11.
+
+    Pre-norm block, one value per token for each saved tensor:
+      norm 1 input h, q/k/v input h, q, k, v 3h, attention output h,
+      norm 2 input h, MLP input h                                     = 8h
+      MLP: GELU keeps fc output and GELU output (2 * ffn); SwiGLU keeps gate, act(gate),
+      up and their product (4 * ffn).
+    GPT-2 (h=768, ffn=3072): 8*768 + 2*3072 = 12,288 values = 48 KiB in fp32.
+    Dropout (GPT-2) adds two 1-byte masks of h. Eager attention also keeps the softmax
+    probabilities (heads * seq_len values) and, with dropout, their dropped copy and a 1-byte
+    mask; SDPA (PyTorch's fused kernels, the transformers default) keeps only a log-sum-exp
+    per row. Approximate: under autocast some of these stay fp32 (norms, softmax).
+    """
+    s = shape(config)
+    values = 8 * s["hidden"] + (4 if s["gated"] else 2) * s["ffn"]
+    masks = 2 * s["hidden"] if s["dropout"] else 0
+    out = act_bytes * values + masks
+    if attention == "eager":
+        probs = s["heads"] * seq_len
+        out += probs * ((2 * act_bytes + 1) if s["dropout"] else act_bytes)
+    elif attention != "sdpa":
+        raise ValueError(f"attention must be 'sdpa' or 'eager', got {attention!r}")
+    return out
+
+
+def head_activation_bytes(config, act_bytes: int = 4) -> int:
+    """Bytes per token outside the layers: embeddings, final norm, logits and the loss.
+
+    Vocabulary-sized fp32 tensors dominate at the start of the backward: cross-entropy's saved
+    log-softmax, its incoming gradient and the gradient of the logits, 3 * 4 * vocab (the
+    logits themselves are freed with the model output). GPT-2: 12 * 50,257 = 603,084 bytes
+    per token, 12x one fp32 layer. Checked against measured peaks in notebook 11.
+    """
+    s = shape(config)
+    return act_bytes * 2 * s["hidden"] + 12 * s["vocab"]
+
+
+def activation_bytes(config, batch_size: int, seq_len: int, act_bytes: int = 4,
+                     checkpointing: bool = False, attention: str = "sdpa") -> int:
+    """Activation memory of one training step; with checkpointing only layer inputs stay."""
+    s = shape(config)
+    layer = layer_activation_bytes(config, seq_len, act_bytes, attention)
+    if checkpointing:
+        # each layer keeps its input (h values); the backward rebuilds one layer at a time
+        per_token = s["layers"] * act_bytes * s["hidden"] + layer
+    else:
+        per_token = s["layers"] * layer
+    return batch_size * seq_len * (per_token + head_activation_bytes(config, act_bytes))
+
+
+def tied_embedding_bytes(config) -> int:
+    """Transient bytes when a tied embedding trains: 2 fp32 vocab x hidden gradient pieces.
+
+    The shared matrix gets one full gradient from the LM head and one from the lookup, and
+    autograd holds both next to the summed .grad for a moment. GPT-2: 2 * 4 * 50,257 * 768
+    = 308,779,008 bytes. Untied models (DeepSeek-Coder) add nothing. Measured in notebook 11.
+    """
+    config = _config(config)
+    if not getattr(config, "tie_word_embeddings", False):
+        return 0
+    return 2 * 4 * config.vocab_size * config.hidden_size
+
+
+def estimate_memory(config, strategy: Strategy | str, batch_size: int = 2, seq_len: int = 512,
+                    lora_r: int = 8, attention: str = "sdpa") -> dict:
+    """Bytes of weights, gradients, optimizer states, temporaries, activations, total. Notebook 11."""
+    config = _config(config)
+    st = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+    params, adapters = parameter_counts(config, lora_r)
+    trainable = adapters if st.lora else params
+    weights = st.weight_bytes * params + (2 * params if st.half_copy else 0)
+    if st.lora:
+        weights += 4 * trainable  # the fp32 adapters themselves
+    parts = {"weights": weights, "gradients": 4 * trainable, "optimizer": 8 * trainable,
+             "temporaries": 0 if st.lora else tied_embedding_bytes(config),
+             "activations": activation_bytes(config, batch_size, seq_len, st.activation_bytes,
+                                             st.checkpointing, attention)}
+    # Activations peak at the start of the backward, the tied-embedding pieces at its end
+    # (activations freed by then): the peak holds the larger. Gradients are counted as
+    # present throughout, as they are under gradient accumulation.
+    parts["total"] = (parts["weights"] + parts["gradients"] + parts["optimizer"]
+                      + max(parts["activations"], parts["temporaries"]))
+    return parts
+
+
+def fits_table(models=("gpt2", "deepseek-coder-1.3b"), strategies=None, gpus=None,
+               batch_size: int = 2, seq_len: int = 512):
+    """A DataFrame: estimated GiB per model and strategy, and whether it fits each card."""
+    import pandas as pd
+
+    gpus = gpus or GPUS_GB
+    rows = []
+    for model in models:
+        for name in strategies or STRATEGIES:
+            est = estimate_memory(model, name, batch_size, seq_len)
+            row = {"model": model, "strategy": name,
+                   **{k: round(v / GB, 2) for k, v in est.items()}}
+            row.update({gpu: "yes" if est["total"] <= FIT_FRACTION * size * GB else "no"
+                        for gpu, size in gpus.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def current_rss() -> int:
+    """Resident memory of this process now, in bytes (Linux /proc; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss()
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process, in bytes: VmHWM on Linux, else ru_maxrss.
+
+    ru_maxrss is not enough on Linux: it also keeps the peak of the parent's memory that a
+    fork copied before the exec, so a child of a big notebook kernel would report the kernel.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except (OSError, StopIteration):
+        import resource  # POSIX only: macOS here (ru_maxrss in bytes), Linux without /proc
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_size: int = 2,
+                            seq_len: int = 8, steps: int = 2, checkpointing: bool = False,
+                            timeout: float = 600) -> dict:
+    """Peak memory and step time of a few AdamW steps, measured in a fresh Python process.
+
+    model: 'gpt2' (GPT2LMHeadModel(GPT2Config()), 124M, random init) or 'tiny' (the tiny
+    profile's model); strategy: 'full' or 'lora'. Returns MiB: weights_mb (RSS added by
+    building the model), training_mb (peak RSS during the steps minus RSS before them) and
+    total_mb (their sum), optimizer_mb (the AdamW state tensors) and step_s (median seconds
+    per step after the first). Notebook 11.
+    """
+    if model not in ("tiny", "gpt2") or strategy not in ("full", "lora"):
+        raise ValueError(f"model must be 'tiny' or 'gpt2' and strategy 'full' or 'lora', "
+                         f"got {model!r} and {strategy!r}")
+    args = dict(model=model, strategy=strategy, batch_size=batch_size, seq_len=seq_len,
+                steps=steps, checkpointing=checkpointing)
+    # glibc keeps freed blocks up to 32 MiB for reuse, so RSS would count dead tensors; a fixed
+    # 128 KiB mmap threshold gives every larger tensor its own mapping, returned when freed.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false",
+           "MALLOC_MMAP_THRESHOLD_": "131072"}
+    proc = subprocess.run([sys.executable, "-m", "utils.memory", json.dumps(args)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement failed ({args}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_side_by_side(*runs: dict) -> list[dict]:
+    """measure_training_memory for each dict of arguments, all at once, one process each.
+
+    Running them together (one thread each) means a busy machine slows them alike, so their
+    step times stay comparable; their memory is per process and unaffected. Notebook 11.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda kw: measure_training_memory(**kw), runs))
+
+
+def _build(model: str, strategy: str):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .modeling import apply_lora, build_tiny_model, load_tokenizer
+
+    if model == "tiny":
+        net = build_tiny_model("tiny", load_tokenizer("tiny"))
+    else:
+        net = GPT2LMHeadModel(GPT2Config())
+    return apply_lora(net, model) if strategy == "lora" else net
+
+
+def adamw(params, lr: float = 1e-4, **kwargs):
+    """Fused AdamW where this torch has it (the Trainer's default), else the plain loop."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(params, lr=lr, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, **kwargs)
+
+
+def enable_checkpointing(model) -> None:
+    """Turn on activation (gradient) checkpointing under either transformers v5 name."""
+    fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    fn()
+
+
+def _warm_up_autograd() -> None:
+    """One step of a throwaway model: autograd's threads and kernel buffers count as imports."""
+    import torch
+
+    toy = torch.nn.Sequential(torch.nn.Embedding(64, 16), torch.nn.Linear(16, 64))
+    opt = torch.optim.AdamW(toy.parameters())
+    ids = torch.arange(8).view(1, 8)
+    torch.nn.functional.cross_entropy(toy(ids).view(8, 64), ids.view(8)).backward()
+    opt.step()
+
+
+def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing) -> dict:
+    """The child's work: build, reset the peak mark, train a few steps, report MiB."""
+    import torch
+
+    from .modeling import load_tokenizer
+
+    import peft  # noqa: F401  (imported by apply_lora; an import is not model memory)
+
+    torch.set_num_threads(1)  # steadier step times on a shared CPU (see throughput_comparison)
+    if model == "tiny":
+        load_tokenizer("tiny")  # its caches belong to the imports, not to the model
+    _warm_up_autograd()
+    before_build = current_rss()
+    net = _build(model, strategy)
+    if checkpointing:
+        enable_checkpointing(net)
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = adamw(params)  # its states appear at the first step, inside the measured peak
+    ids = torch.randint(0, net.config.vocab_size, (batch_size, seq_len),
+                        generator=torch.Generator().manual_seed(0))
+    before_steps = current_rss()
+    method = "VmHWM reset after build" if reset_peak_rss() else "peak since process start"
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        net(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    peak = peak_rss()
+    state = sum(t.nbytes for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
+    return {"model": model, "strategy": strategy, "batch_size": batch_size, "seq_len": seq_len,
+            "checkpointing": checkpointing, "trainable": sum(p.numel() for p in params),
+            "weights_mb": (before_steps - before_build) / MB,
+            "training_mb": (peak - before_steps) / MB, "total_mb": (peak - before_build) / MB,
+            "optimizer_mb": state / MB,  # exp_avg, exp_avg_sq and a step counter per tensor
+            "step_s": statistics.median(times[1:] or times),  # step 1 also allocates the states
+            "method": method}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_measure_here(**json.loads(sys.argv[1]))))
