@@ -15,7 +15,7 @@ from .preferences import append_rating, default_path, pair_items, rating_row
 
 BUTTONS = {"a": "A is better", "b": "B is better", "tie": "tie", "skip": "skip"}
 _BOX = ("white-space:pre-wrap;font-family:monospace;border:1px solid #ccc;border-radius:4px;"
-        "padding:6px;min-height:4em")
+        "padding:6px;min-height:4em;overflow-wrap:anywhere")  # long tokens wrap, never spill
 
 
 def _panel(title: str, text: str) -> str:
