@@ -1,0 +1,37 @@
+"""utils.bench: the JSON report has its keys and our beam search matches generate (timings never asserted)."""
+
+import json
+
+import pytest
+
+from utils import bench
+
+
+def test_beam_json_report(capsys):
+    bench.main(["--json", "--only", "beam", "--repeats", "1", "--max-new-tokens", "6", "--profile", "tiny"])
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"beam"}
+    beam = report["beam"]
+    assert {"identical", "ours_s", "hf_s", "ratio"} <= set(beam)
+    assert beam["identical"] is True
+    assert beam["ours_s"] > 0 and beam["hf_s"] > 0
+
+
+def test_table_output_and_registry(capsys, monkeypatch):
+    monkeypatch.setitem(bench.BENCHMARKS, "fake", lambda args: {"answer": 42, "repeats": args.repeats})
+    results = bench.main(["--only", "fake", "--repeats", "2"])
+    assert results == {"fake": {"answer": 42, "repeats": 2}}
+    out = capsys.readouterr().out
+    assert "== fake" in out and "answer" in out and "42" in out
+
+
+@pytest.mark.parametrize("argv", [["--only", "no-such-benchmark"], ["--repeats", "0"]])
+def test_bad_arguments_exit(argv):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+
+
+def test_side_by_side_takes_the_median():
+    calls = []
+    seconds = bench.side_by_side({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b"] * 3 and set(seconds) == {"a", "b"}
