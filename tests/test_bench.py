@@ -35,3 +35,11 @@ def test_side_by_side_takes_the_median():
     calls = []
     seconds = bench.side_by_side({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
     assert calls == ["a", "b"] * 3 and set(seconds) == {"a", "b"}
+
+
+def test_efficiency_sections_are_registered(capsys):
+    assert {"beam", "padding", "throughput", "memory"} <= set(bench.BENCHMARKS)
+    bench.main(["--json", "--only", "padding"])
+    padding = json.loads(capsys.readouterr().out)["padding"]
+    assert set(padding) == {"baseline_padding_share", "ours_padding_share"}
+    assert padding["ours_padding_share"] <= 0.05 < padding["baseline_padding_share"]

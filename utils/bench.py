@@ -81,6 +81,22 @@ def beam_vs_generate(args) -> dict:
             "repeats": args.repeats, "profile": args.profile, "device": str(model.device)}
 
 
+# ---------------------------------------------------------------- efficient training (notebook 11)
+
+
+def _efficiency_section(name: str):
+    def run(args) -> dict:
+        from .efficiency import bench_sections
+
+        return bench_sections()[name]()
+    run.__doc__ = f"The `{name}` measurement of utils.efficiency (tiny profile, CPU)."
+    return run
+
+
+for _name in ("padding", "throughput", "memory"):
+    BENCHMARKS[_name] = _efficiency_section(_name)
+
+
 # ---------------------------------------------------------------- command line
 
 
