@@ -1,8 +1,13 @@
-"""Figures and small HTML views shared by the notebooks and the pipeline's report."""
+"""Figures and small HTML views shared by the notebooks and the pipeline's report.
+
+Small independent functions: each takes plain data and returns what it drew on. Matplotlib is
+imported inside each function so that importing utils stays fast.
+"""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from .data import IGNORE_INDEX
 
@@ -38,3 +43,57 @@ def token_loss_html(input_ids, labels, tokenizer) -> str:
     legend = ('<div style="margin-bottom:4px"><span style="background:#b7e4c7">counted in the '
               'loss</span> <span style="background:#e0e0e0">masked (label -100)</span></div>')
     return legend + '<div style="line-height:1.9">' + "".join(chips) + "</div>"
+
+
+def _points(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    rows = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def loss_curves(history: list[dict], ax=None, title: str | None = None):
+    """Training and validation loss against the optimizer step, from a Trainer log_history.
+
+    Introduced in notebook 06 (learning curves of stage 1); used again in 07 and the report.
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label, style in (("loss", "training", "-o"), ("eval_loss", "validation", "-s")):
+        steps, values = _points(history, key)
+        if steps:
+            ax.plot(steps, values, style, label=label, markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(title or "learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def save_loss_curves(histories: dict[str, list[dict]], path: str | Path) -> Path:
+    """One loss-curve panel per stage, side by side, saved as a PNG (no display needed). Pipeline report."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5 * max(1, len(histories)), 3.5), layout="constrained")
+    axes = fig.subplots(1, max(1, len(histories)), squeeze=False)[0]
+    for ax, (stage, history) in zip(axes, histories.items()):
+        loss_curves(history, ax=ax, title=stage)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def bar_compare(values: dict[str, float], ax=None, title: str = "", ylabel: str = ""):
+    """Labelled bars, each annotated with its value: two or three numbers side by side. Notebook 07."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(5, 3))
+    bars = ax.bar(list(values), list(values.values()), color=["tab:orange", "tab:blue", "tab:green"][:len(values)])
+    for bar, value in zip(bars, values.values()):
+        ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    return ax

@@ -1,0 +1,123 @@
+"""python -m utils.pipeline: every stage writes the run registry; bad input stops with a clear message."""
+
+import json
+
+import pytest
+import torch
+
+from utils import pipeline, registry
+from utils.modeling import load_model, load_tokenizer
+
+STAGE1_KEYS = {"trainable_params", "all_params", "train_loss", "val_loss"}
+STAGE2_KEYS = {"train_loss", "val_loss", "test_loss", "test_perplexity", "tokens_per_second", "padding_share"}
+
+
+def run(tmp_path, *argv):
+    return pipeline.main(["--runs-dir", str(tmp_path), *argv])
+
+
+def refused(tmp_path, *argv) -> str:
+    with pytest.raises(SystemExit) as stop:
+        pipeline.cli(["--runs-dir", str(tmp_path), *argv])
+    return str(stop.value)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One whole tiny run (2 steps per stage), shared by the tests below."""
+    root = tmp_path_factory.mktemp("runs")
+    run(root, "--run-name", "a", "--max-steps", "2", "--num-samples", "2", "--max-rows", "24")
+    return root
+
+
+def test_all_stages_write_the_registry(runs):
+    folder = runs / "a"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["profile"]["name"] == "tiny" and config["profile"]["stage2"]["max_steps"] == 2
+    assert {"git_commit", "library_versions", "command"} <= set(config)
+    assert config["stages"] == list(pipeline.STAGES)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert STAGE1_KEYS <= set(metrics["stage1"]) and STAGE2_KEYS <= set(metrics["stage2"])
+    assert metrics["stage1"]["trainable_params"] < metrics["stage1"]["all_params"]
+    assert metrics["stage2"]["global_step"] == 2 and metrics["stage2"]["padding_share"] == 0.0
+    assert metrics["stage2"]["packing"] is True and metrics["stage2"]["tokens_per_second"] > 0
+    assert metrics["eval"]["test_loss"] == metrics["stage2"]["test_loss"]
+    # Stage 2's validation loss is the Trainer's last evaluation on packed batches; evaluate
+    # recomputes it on padded batches with utils.metrics: the same number, per token.
+    assert metrics["eval"]["validation_loss"] == pytest.approx(metrics["stage2"]["val_loss"], rel=1e-5)
+    assert metrics["eval"]["test_perplexity"] == pytest.approx(torch.tensor(metrics["eval"]["test_loss"]).exp().item())
+    history = json.loads((folder / "log_history.json").read_text())
+    assert set(history) == {"stage1", "stage2"} and history["stage2"][-1]["step"] == 2
+    samples = registry.read_samples(folder)
+    assert [s["model"] for s in samples] == ["stage1", "stage1", "stage2", "stage2"]
+    assert samples[-1]["decode"]["repetition_penalty"] == 1.1 and "reference" in samples[-1]
+    for weights in ("stage1/adapter/adapter_model.safetensors", "merged/model.safetensors",
+                    "stage2/model/model.safetensors", "loss_curves.png"):
+        assert (folder / weights).stat().st_size > 0
+    report = (folder / "report.md").read_text()
+    assert "| batch | accumulation | epochs | learning rate | training loss | val loss |" in report
+    assert not list(folder.glob("**/*.tmp"))
+
+
+def test_merged_model_reloads_with_the_adapters_logits(runs):
+    from peft import PeftModel
+
+    tok = load_tokenizer("tiny")
+    adapter = PeftModel.from_pretrained(load_model("tiny", tokenizer=tok), str(runs / "a" / registry.STAGE1_ADAPTER))
+    merged = load_model("tiny", tokenizer=tok, path=runs / "a" / registry.MERGED)
+    batch = tok(["The tide comes in", "Moss on a stone by the"], return_tensors="pt", padding=True)
+    adapter.eval(), merged.eval()
+    with torch.no_grad():
+        assert torch.allclose(adapter(**batch).logits, merged(**batch).logits, atol=1e-5)
+    lora_b = [p for n, p in adapter.named_parameters() if "lora_B" in n]
+    assert any(p.abs().max() > 0 for p in lora_b)  # the adapter trained, so the check means something
+
+
+def test_stage2_starts_from_another_runs_merged_model(runs):
+    run(runs, "--run-name", "b", "--stages", "stage2", "--from-run", "a", "--max-steps", "1", "--max-rows", "8")
+    stage2 = json.loads((runs / "b" / "metrics.json").read_text())["stage2"]
+    assert stage2["start_model"].endswith("a/merged") and stage2["global_step"] == 1
+
+
+def test_tiny_llama_runs_every_stage(tmp_path):
+    run(tmp_path, "--profile", "tiny-llama", "--run-name", "l", "--max-steps", "1", "--num-samples", "1",
+        "--max-rows", "16")
+    metrics = json.loads((tmp_path / "l" / "metrics.json").read_text())
+    assert STAGE1_KEYS <= set(metrics["stage1"]) and STAGE2_KEYS <= set(metrics["stage2"])
+    assert (tmp_path / "l" / "report.md").exists()
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    message = refused(tmp_path, "--stages", "data,train")
+    assert message == ("error: unknown stage 'train'; valid stages: "
+                       "data, stage1, merge, stage2, evaluate, report")
+    assert not tmp_path.joinpath("train").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_is_refused_naming_overwrite(runs):
+    message = refused(runs, "--run-name", "a", "--stages", "data")
+    assert "already exists" in message and "--overwrite" in message
+    assert (runs / "a" / "stage2" / "model").exists()  # nothing was touched
+
+
+def test_stage2_from_a_missing_run_is_refused(runs):
+    message = refused(runs, "--run-name", "c", "--stages", "stage2", "--from-run", "ghost")
+    assert "run 'ghost' not found" in message and "existing runs: a" in message
+    assert not (runs / "c").exists()
+
+
+def test_stage2_from_a_run_without_stage1_is_refused(tmp_path):
+    run(tmp_path, "--run-name", "data-only", "--stages", "data")
+    message = refused(tmp_path, "--run-name", "d", "--stages", "stage2", "--from-run", "data-only")
+    assert "has no stage 1 model" in message and "--stages data,stage1,merge" in message
+
+
+def test_from_run_cannot_be_combined_with_stage1(tmp_path):
+    message = refused(tmp_path, "--run-name", "e", "--stages", "stage1,stage2", "--from-run", "a")
+    assert "--from-run" in message and "stage1" in message
+
+
+def test_absurd_learning_rate_stops_with_a_clear_message(tmp_path):
+    message = refused(tmp_path, "--run-name", "nan", "--stages", "stage2", "--max-steps", "2",
+                      "--learning-rate", "1e30", "--max-rows", "8")
+    assert "loss became" in message and "learning_rate=1e+30" in message and "dtype=float32" in message

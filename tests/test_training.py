@@ -1,0 +1,222 @@
+"""utils.training and utils.registry: arguments, callbacks, exact packing, masking, the run registry."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from utils import registry, training
+from utils.config import get_profile
+from utils.data import IGNORE_INDEX, SFTCollator, encode_example
+from utils.modeling import load_model_and_tokenizer
+
+PAIRS = [("User: Write a poem about the sea.\nAssistant:", " Grey water, grey sky,\nthe gulls cry."),
+         ("User: A haiku on moss, please.\nAssistant:", " Moss on the old stone"),
+         ("User: Continue: the lamp burned\nAssistant:", " all night by the harbour wall,\nand no ship came.")]
+
+
+def _rows(tok):
+    return [encode_example(p, c, tok, 64) for p, c in PAIRS]
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def test_training_arguments_use_v5_names_and_cpu_settings(tmp_path):
+    cfg = get_profile("tiny").stage2
+    args = training.training_arguments(cfg, tmp_path, save_steps=3)
+    assert args.eval_strategy == "steps" and args.eval_steps == cfg.eval_steps
+    assert args.save_steps == 3 and args.save_total_limit == 2
+    assert args.report_to in ([], "none", ["none"])
+    assert args.logging_nan_inf_filter is False  # a NaN must reach NonFiniteLossCallback
+    assert (args.bf16, args.fp16) == (False, False) and training.dtype_name(args) == "float32"
+    assert args.full_determinism and args.use_cpu
+    assert args.learning_rate == cfg.learning_rate and args.max_steps == cfg.max_steps
+
+
+# ---------------------------------------------------------------- rows and batches
+
+
+def test_lm_blocks_drop_the_remainder_and_count_it(gpt2_tok):
+    texts = ["one two three four five", "six seven"]  # 5 and 2 tokens, + 1 EOS each = 9
+    rows, info = training.lm_blocks(texts, gpt2_tok, block_size=4)
+    assert info == {"texts": 2, "tokens": 9, "block_size": 4, "blocks": 2, "dropped_tokens": 1}
+    assert [len(r["input_ids"]) for r in rows] == [4, 4]
+    assert rows[0]["input_ids"][1:3] == gpt2_tok(" two three")["input_ids"]
+
+
+def test_lm_blocks_start_every_text_with_bos_for_llama(llama_tok):
+    rows, info = training.lm_blocks(["a b", "c d"], llama_tok, block_size=3)
+    assert rows[0]["input_ids"][0] == llama_tok.bos_token_id
+    assert info["tokens"] == 8 and info["blocks"] == 2 and info["dropped_tokens"] == 2
+
+
+def test_packed_labels_mask_prompts_and_keep_every_eos(gpt2_tok):
+    rows = _rows(gpt2_tok)
+    batch = training.packing_collator()(rows)
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))
+    starts = [i for i, p in enumerate(batch["position_ids"][0].tolist()) if p == 0]
+    assert starts == [0, len(rows[0]["input_ids"]), len(rows[0]["input_ids"]) + len(rows[1]["input_ids"])]
+    labels = batch["labels"][0].tolist()
+    eos = gpt2_tok.eos_token_id
+    ends = [s - 1 for s in starts[1:]] + [len(labels) - 1]
+    assert [labels[e] for e in ends] == [eos, eos, eos]  # pad == eos, yet every real EOS counts
+    assert sum(label != IGNORE_INDEX for label in labels) == sum(
+        sum(label != IGNORE_INDEX for label in r["labels"]) for r in rows)
+
+
+def test_padded_batch_masks_padding_but_not_eos(gpt2_tok):
+    rows = _rows(gpt2_tok)
+    batch = SFTCollator(gpt2_tok.pad_token_id)(rows)
+    short = min(range(3), key=lambda i: len(rows[i]["input_ids"]))
+    n = len(rows[short]["input_ids"])
+    assert batch["labels"][short, n - 1] == gpt2_tok.eos_token_id
+    assert (batch["labels"][short, n:] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][short, n:] == gpt2_tok.eos_token_id).all()
+
+
+def _separate_loss(model, rows):
+    total, count = 0.0, 0
+    for r in rows:
+        ids, labels = torch.tensor([r["input_ids"]]), torch.tensor([r["labels"]])
+        n = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        total, count = total + model(input_ids=ids, labels=labels).loss.item() * n, count + n
+    return total / count
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_batch_loss_equals_the_examples_run_separately(tiny_profile, attn):
+    model, tok = load_model_and_tokenizer(tiny_profile)
+    model.set_attn_implementation(attn)
+    model.config.use_cache = False  # as the Trainer sets it; a KV cache hides the boundaries
+    model.eval()
+    rows = _rows(tok)
+    assert training.packing_is_exact(model)
+    with torch.no_grad():
+        packed = model(**training.packing_collator()(rows))
+        separate = _separate_loss(model, rows)
+        first = model(input_ids=torch.tensor([rows[0]["input_ids"]])).logits[0]
+        second = model(input_ids=torch.tensor([rows[1]["input_ids"]])).logits[0]
+    assert packed.loss.item() == pytest.approx(separate, abs=1e-5)
+    n0, n1 = len(rows[0]["input_ids"]), len(rows[1]["input_ids"])
+    assert torch.allclose(packed.logits[0, n0:n0 + n1], second, atol=1e-4)  # nothing leaks from row 0
+    assert torch.allclose(packed.logits[0, :n0], first, atol=1e-4)
+
+
+def test_packing_refused_where_attention_would_mix_examples(gpt2_tok):
+    class Config:
+        _attn_implementation = "flex_attention"
+
+    class Model:
+        config = Config()
+
+    assert isinstance(training.stage2_collator(Model(), gpt2_tok, "auto"), SFTCollator)
+    with pytest.raises(ValueError, match="packing is not exact"):
+        training.stage2_collator(Model(), gpt2_tok, "on")
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def test_stats_callback_counts_padding_share():
+    stats = training.TrainingStatsCallback()
+    stats.count({"input_ids": torch.zeros(2, 5), "attention_mask": torch.tensor([[1] * 5, [1, 1, 0, 0, 0]])})
+    stats.count({"input_ids": torch.zeros(1, 10)})  # a packed row: no padding
+    stats.total["seconds"] = 2.0
+    summary = training.TrainingStatsCallback.summarise(stats.total)
+    assert summary["padding_share"] == pytest.approx(3 / 20)
+    assert summary["tokens_per_second"] == pytest.approx(17 / 2)
+    assert summary["peak_memory_mb"] > 0
+
+
+def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
+    model, tok = load_model_and_tokenizer("tiny")
+    model.lm_head.register_forward_hook(lambda module, inputs, out: out * float("nan"))
+    cfg = dataclasses.replace(get_profile("tiny").stage2, max_steps=2, logging_steps=1,
+                              eval_steps=10, per_device_train_batch_size=3)
+    trainer = training.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
+                                     SFTCollator(tok.pad_token_id), disable_tqdm=True)
+    with pytest.raises(training.NonFiniteLossError, match=r"loss became nan at step 1 "
+                       r"\(learning_rate=0\.001, dtype=float32\)"):
+        trainer.train()
+
+
+def test_generation_is_reproducible_with_the_seed():
+    model, tok = load_model_and_tokenizer("tiny")
+    decode = get_profile("tiny").decode
+    a = training.generate_texts(model, tok, ["The sea"], decode, seed=1)
+    b = training.generate_texts(model, tok, ["The sea"], decode, seed=1)
+    assert a == b and isinstance(a[0], str) and a[0]
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_json_is_written_atomically(tmp_path):
+    path = registry.write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    registry.write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_metrics_sections_merge_instead_of_replacing(tmp_path):
+    registry.update_metrics(tmp_path, "stage2", {"train_loss": 1.0})
+    registry.update_metrics(tmp_path, "eval", {"test_loss": 2.0})
+    registry.update_metrics(tmp_path, "eval", {"bleu": 3.0})  # another developer's metric
+    assert registry.read_json(tmp_path / "metrics.json") == {
+        "stage2": {"train_loss": 1.0}, "eval": {"test_loss": 2.0, "bleu": 3.0}}
+
+
+def test_samples_of_one_model_replace_only_that_models_lines(tmp_path):
+    registry.write_samples(tmp_path, "stage1", [{"prompt": "a", "generation": "b"}])
+    registry.write_samples(tmp_path, "stage2", [{"prompt": "c", "generation": "d"}])
+    registry.write_samples(tmp_path, "stage1", [{"prompt": "e", "generation": "f"}])
+    assert [(s["model"], s["prompt"]) for s in registry.read_samples(tmp_path)] == [
+        ("stage2", "c"), ("stage1", "e")]
+
+
+def test_existing_run_is_refused_without_overwrite(tmp_path):
+    run = tmp_path / "run"
+    registry.prepare_run_dir(run)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(registry.RunExistsError, match="--overwrite"):
+        registry.prepare_run_dir(run)
+    registry.prepare_run_dir(run, resume=True)
+    assert (run / "metrics.json").exists()  # resume keeps the results
+    registry.prepare_run_dir(run, overwrite=True)
+    assert list(run.iterdir()) == []
+
+
+def test_run_names_must_be_plain_folder_names(tmp_path):
+    for bad in ("../elsewhere", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="plain folder name"):
+            registry.run_path(bad, tmp_path)
+
+
+def test_missing_run_is_reported_with_the_runs_there_are(tmp_path):
+    registry.write_json_atomic(tmp_path / "first" / "config.json", {})
+    with pytest.raises(registry.RunNotFoundError, match=r"'nope' not found .*existing runs: first"):
+        registry.find_run("nope", tmp_path)
+
+
+def test_last_checkpoint_skips_one_cut_off_mid_save(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert registry.last_checkpoint(tmp_path).endswith("checkpoint-4")
+    assert registry.last_checkpoint(tmp_path / "none") is None
+
+
+def test_git_commit_is_read_without_git():
+    commit = registry.git_commit()
+    assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
+
+
+def test_seed_table_has_the_seeds_columns():
+    table = registry.seed_table({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 16,
+                                 "epochs": 5.0, "learning_rate": 3e-5, "train_loss": 2.5,
+                                 "val_loss": 2.75, "test_loss": 2.8})
+    assert table.splitlines()[0].startswith("| batch | accumulation | epochs | learning rate")
+    assert table.splitlines()[2] == "| 2 | 16 | 5 | 3e-05 | 2.5 | 2.75 | 2.8 |"

@@ -1,0 +1,239 @@
+"""The run registry: one folder per run under runs/, written so that a crash never half-writes it.
+
+runs/<run_name>/
+    config.json        profile, hyperparameters, library versions, git commit, command line
+    log_history.json   {"stage1": [...], "stage2": [...]}: the Trainer's log entries
+    metrics.json       {"stage1": {...}, "merge": {...}, "stage2": {...}, "eval": {...}}
+    samples.jsonl      generations, one JSON object a line, tagged with the model that wrote them
+    stage1/adapter/    the LoRA adapter (save_pretrained, safetensors)
+    merged/            base + adapter folded together (save_pretrained, safetensors)
+    stage2/model/      the fully fine-tuned model (save_pretrained, safetensors)
+    stage*/checkpoints/  Trainer checkpoints that `resume_from_checkpoint` reads
+Introduced in notebook 06; `python -m utils.pipeline` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .config import REPO_ROOT, Profile, runs_dir
+
+CONFIG, LOG_HISTORY, METRICS, SAMPLES = "config.json", "log_history.json", "metrics.json", "samples.jsonl"
+STAGE1_ADAPTER, MERGED, STAGE2_MODEL = "stage1/adapter", "merged", "stage2/model"
+CHECKPOINTS = {"stage1": "stage1/checkpoints", "stage2": "stage2/checkpoints"}
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class RunExistsError(FileExistsError):
+    """The run folder is already there; the message names --overwrite and --resume."""
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A run (or a stage's output inside it) that was asked for does not exist."""
+
+
+# ---------------------------------------------------------------- writing files safely
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text to a temporary file beside `path`, then rename it over `path` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # pid: two writers never share a tmp
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    """Pretty JSON, written atomically: a reader sees the old file or the new one, never half."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json(path: str | Path, default=None):
+    """The JSON in `path`, or `default` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- run folders
+
+
+def check_run_name(name: str) -> str:
+    """A run name must be one plain folder name (letters, digits, '.', '_', '-')."""
+    if not _RUN_NAME.match(name or ""):
+        raise ValueError(f"run name {name!r} must be a plain folder name: letters, digits, '.', '_', '-'")
+    return name
+
+
+def run_path(name: str, root: str | Path | None = None) -> Path:
+    """runs/<name> (under $POET_RUNS_DIR or `root`), whether or not it exists."""
+    return Path(root or runs_dir()) / check_run_name(name)
+
+
+def list_runs(root: str | Path | None = None) -> list[str]:
+    """Names of the run folders that have a config.json, sorted."""
+    root = Path(root or runs_dir())
+    return sorted(p.parent.name for p in root.glob(f"*/{CONFIG}")) if root.exists() else []
+
+
+def check_new_run(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse an existing run folder unless --overwrite (start again) or --resume (continue it)."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
+        raise RunExistsError(
+            f"run folder {run_dir} already exists; pass --overwrite to replace it, --resume to "
+            "continue it from its last checkpoint, or choose another --run-name")
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the run folder; with overwrite (and not resume) delete the old one first."""
+    check_new_run(run_dir, overwrite, resume)
+    if overwrite and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def find_run(name: str, root: str | Path | None = None) -> Path:
+    """The folder of an existing run, or RunNotFoundError listing the runs there are."""
+    path = run_path(name, root)
+    if not (path / CONFIG).exists():
+        known = ", ".join(list_runs(root)) or "none yet"
+        raise RunNotFoundError(f"run {name!r} not found in {path.parent} (existing runs: {known})")
+    return path
+
+
+def last_checkpoint(folder: str | Path) -> str | None:
+    """The newest complete Trainer checkpoint in `folder`, or None.
+
+    The Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save
+    (a kill during saving) and must not be resumed from.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+# ---------------------------------------------------------------- the registry files
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checked-out commit, read from .git without running git ('unknown' outside a clone)."""
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).exists():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        pass
+    return "unknown"
+
+
+def write_config(run_dir: Path, profile: Profile, **extra) -> dict:
+    """config.json: the profile (hyperparameters of both stages), versions, commit, command."""
+    from .env import library_versions
+
+    config = {"profile": profile.to_dict(), "library_versions": library_versions(),
+              "git_commit": git_commit(), "command": " ".join(sys.argv),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+    write_json_atomic(Path(run_dir) / CONFIG, config)
+    return config
+
+
+def update_section(run_dir: Path, filename: str, section: str, values) -> dict:
+    """Set one top-level key of a registry JSON file; dict values merge into what is there."""
+    path = Path(run_dir) / filename
+    data = read_json(path, {})
+    if isinstance(values, dict) and isinstance(data.get(section), dict):
+        values = {**data[section], **values}
+    data[section] = values
+    write_json_atomic(path, data)
+    return data
+
+
+def update_metrics(run_dir: Path, section: str, values: dict) -> dict:
+    """Merge `values` into metrics.json[section] (other sections and keys are kept)."""
+    return update_section(run_dir, METRICS, section, values)
+
+
+def save_log_history(run_dir: Path, stage: str, history: list[dict]) -> dict:
+    """Store a stage's Trainer log_history under its name in log_history.json."""
+    return update_section(run_dir, LOG_HISTORY, stage, list(history))
+
+
+def write_samples(run_dir: Path, model: str, rows: list[dict]) -> Path:
+    """Replace the samples.jsonl lines of `model` with `rows` (lines of other models are kept)."""
+    path = Path(run_dir) / SAMPLES
+    kept = [r for r in read_samples(run_dir) if r.get("model") != model]
+    lines = [json.dumps(r, ensure_ascii=False) for r in kept + [{"model": model, **r} for r in rows]]
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def read_samples(run_dir: Path) -> list[dict]:
+    """Every line of samples.jsonl as a dict (empty list when there is none)."""
+    path = Path(run_dir) / SAMPLES
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def seed_table(stage2: dict) -> str:
+    """Stage 2 as one row of the seed's table: batch, accumulation, epochs, lr, losses."""
+    head = "| batch | accumulation | epochs | learning rate | training loss | val loss | test loss |"
+    keys = ("per_device_train_batch_size", "gradient_accumulation_steps", "epochs", "learning_rate",
+            "train_loss", "val_loss", "test_loss")
+    row = "| " + " | ".join(_fmt(stage2.get(k, "")) for k in keys) + " |"
+    return "\n".join([head, "|" + "---|" * len(keys), row])
+
+
+def render_report(run_dir: Path, png_name: str | None = None, samples_per_model: int = 3) -> str:
+    """report.md of a run: what ran, every metric, the seed-format table, curves, samples."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / CONFIG, {})
+    metrics = read_json(run_dir / METRICS, {})
+    lines = [f"# Run {run_dir.name}", "",
+             f"- profile: {config.get('profile', {}).get('name')} "
+             f"({config.get('profile', {}).get('description')})",
+             f"- git commit: {config.get('git_commit')}", f"- started: {config.get('started')}",
+             f"- command: `{config.get('command')}`", "", "## Metrics", "",
+             "| section | metric | value |", "|---|---|---|"]
+    for section, values in metrics.items():
+        for key, value in (values.items() if isinstance(values, dict) else [("value", values)]):
+            lines.append(f"| {section} | {key} | {_fmt(value)} |")
+    if "stage2" in metrics:
+        lines += ["", "## Stage 2 in the seed's format", "", seed_table(metrics["stage2"])]
+    if png_name:
+        lines += ["", "## Loss curves", "", f"![loss curves]({png_name})"]
+    samples = read_samples(run_dir)
+    if samples:
+        lines += ["", "## Sample generations", ""]
+        for model in dict.fromkeys(s["model"] for s in samples):
+            for s in [s for s in samples if s["model"] == model][:samples_per_model]:
+                lines += [f"**{model}**, prompt:", "", "```", s["prompt"].strip(), "```",
+                          "generation:", "", "```", s["generation"].strip(), "```", ""]
+    return "\n".join(lines) + "\n"

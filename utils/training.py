@@ -1,0 +1,341 @@
+"""One Trainer wrapper for both fine-tuning stages: arguments, callbacks, batching, evaluation.
+
+Stage 1 (notebook 06) trains LoRA adapters on packed blocks of poems; stage 2 (notebook 07)
+trains every weight on poetry instructions. Both go through `build_trainer` and `train`, and
+`python -m utils.pipeline` runs them headless, alone or under torchrun / accelerate launch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import sys
+import time
+
+import torch
+from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
+
+from .config import DecodeConfig, TrainConfig
+from .data import IGNORE_INDEX, SFTCollator, group_texts
+from .env import pick_device, pick_dtype, set_seed
+from .registry import last_checkpoint
+
+# Attention implementations that keep packed examples apart when given position_ids that
+# restart at 0 (and no attention_mask, no KV cache): transformers v5 turns the restarts into a
+# block-diagonal mask for eager and sdpa, and into cu_seqlens for FlashAttention.
+# tests/test_training.py checks eager and sdpa on both tiny architectures.
+EXACT_PACKING_ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training or validation loss became NaN or infinite; the message says what to change."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def precision_flags(device: torch.device | str | None = None) -> dict:
+    """{'bf16': ..., 'fp16': ...} for TrainingArguments: bf16 on Ampere+, fp16 on a T4, fp32 on CPU."""
+    dtype = pick_dtype(device)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+def training_arguments(cfg: TrainConfig, output_dir, save_steps: int | None = None,
+                       **overrides) -> TrainingArguments:
+    """TrainingArguments (transformers v5 names) from a stage's TrainConfig. Notebook 06."""
+    device, world = pick_device(), int(os.environ.get("WORLD_SIZE", "1"))
+    args = dict(
+        output_dir=str(output_dir), seed=cfg.seed, data_seed=cfg.seed,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        eval_strategy="steps", eval_steps=cfg.eval_steps,
+        logging_strategy="steps", logging_steps=cfg.logging_steps,
+        # Off: the default filter would hide a NaN loss that NonFiniteLossCallback must see.
+        logging_nan_inf_filter=False,
+        save_strategy="steps", save_steps=save_steps or cfg.eval_steps, save_total_limit=2,
+        report_to="none", dataloader_num_workers=0, remove_unused_columns=False,
+        dataloader_pin_memory=device.type == "cuda",
+        # Bit-for-bit reruns on a CPU (the resume test needs them); on a GPU deterministic
+        # kernels cost speed, so there the seed alone is used.
+        full_determinism=device.type == "cpu",
+        # Several CPU processes (torchrun on a laptop, the DDP test) talk through gloo.
+        use_cpu=device.type == "cpu", ddp_backend="gloo" if device.type == "cpu" and world > 1 else None,
+        ddp_find_unused_parameters=False,  # every trainable weight is used in every step
+        **precision_flags(device),
+    )
+    args.update(overrides)
+    return TrainingArguments(**args)
+
+
+def dtype_name(args: TrainingArguments) -> str:
+    """The precision a run trains in, as a word: bfloat16, float16 or float32."""
+    return "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch (CUDA), else the process's peak resident memory, in MiB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+class TrainingStatsCallback(TrainerCallback):
+    """Adds tokens_per_second, padding_share and peak_memory_mb to every training log entry.
+
+    It also logs the last step, whatever logging_steps says, so every run ends with a loss.
+
+    The trainer hands it each batch (`count`); the clock runs only between on_step_begin and
+    on_step_end, so evaluation and checkpoint saving do not dilute the throughput.
+    """
+
+    def __init__(self):
+        self.total = {"tokens": 0, "positions": 0, "seconds": 0.0}
+        self.window = dict(self.total)
+        self._start = None
+
+    def count(self, inputs: dict) -> None:
+        mask = inputs.get("attention_mask")
+        positions = inputs["input_ids"].numel()
+        tokens = int(mask.sum()) if mask is not None else positions  # packed rows have no padding
+        for bucket in (self.total, self.window):
+            bucket["tokens"] += tokens
+            bucket["positions"] += positions
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            seconds = time.perf_counter() - self._start
+            self.total["seconds"] += seconds
+            self.window["seconds"] += seconds
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # always log the final steps' loss: it is the run's train_loss
+        return control
+
+    @staticmethod
+    def summarise(bucket: dict) -> dict:
+        """tokens_per_second, padding_share and peak_memory_mb of a bucket of counts."""
+        seconds, positions = bucket["seconds"], bucket["positions"]
+        return {"tokens_per_second": round(bucket["tokens"] / seconds, 1) if seconds else 0.0,
+                "padding_share": round(1 - bucket["tokens"] / positions, 4) if positions else 0.0,
+                "peak_memory_mb": round(peak_memory_mb(), 1)}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:
+            return
+        stats = self.summarise(self.window)
+        logs.update(stats)
+        state.log_history[-1].update(stats)  # the Trainer stored a copy of logs before calling us
+        self.window = {"tokens": 0, "positions": 0, "seconds": 0.0}
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stops training with a clear error when a logged loss is NaN or infinite."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"{key} became {value} at step {state.global_step} (learning_rate="
+                    f"{args.learning_rate:g}, dtype={dtype_name(args)}). Lower the learning rate "
+                    "(--learning-rate), or train in float32/bfloat16 instead of float16.")
+
+
+class PoetTrainer(Trainer):
+    """A Trainer that shows each training batch to a TrainingStatsCallback before the step."""
+
+    def __init__(self, *args, stats: TrainingStatsCallback | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stats = stats
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.stats is not None:
+            self.stats.count(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Loss per label token over the whole split (the Trainer's own averages batch means)."""
+        start, model = time.perf_counter(), self.model
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(2, dtype=torch.float64, device=self.args.device)  # (sum of NLL, tokens)
+        with torch.no_grad():
+            for inputs in self.get_eval_dataloader(eval_dataset):
+                inputs = self._prepare_inputs(inputs)
+                count = (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()  # the model shifts by one
+                with self.compute_loss_context_manager():
+                    loss = model(**inputs).loss
+                sums += torch.stack([loss.double() * count, count.double()])
+        model.train(was_training)
+        sums = self.accelerator.reduce(sums, reduction="sum")  # all processes' shares of the split
+        metrics = {f"{metric_key_prefix}_loss": (sums[0] / sums[1]).item(),
+                   f"{metric_key_prefix}_runtime": round(time.perf_counter() - start, 3)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, collator,
+                  tokenizer=None, callbacks=(), **arg_overrides) -> PoetTrainer:
+    """A PoetTrainer with the stats and NaN callbacks, evaluating on the validation rows."""
+    args = training_arguments(cfg, output_dir, **arg_overrides)
+    stats = TrainingStatsCallback()
+    return PoetTrainer(model=model, args=args, train_dataset=list(train_rows),
+                       eval_dataset=list(eval_rows), data_collator=collator,
+                       processing_class=tokenizer, stats=stats,
+                       callbacks=[stats, NonFiniteLossCallback(), *callbacks])
+
+
+def last_logged(history: list[dict], key: str = "loss"):
+    """The last value of `key` in a Trainer log_history (None if never logged)."""
+    values = [entry[key] for entry in history if key in entry]
+    return values[-1] if values else None
+
+
+def train(trainer: PoetTrainer, resume: bool = False) -> dict:
+    """Train (from the last complete checkpoint when resume=True); return the run's numbers.
+
+    train_loss is the last logged training loss, as in the Trainer's table; the Trainer's own
+    average would be wrong after a resume, because it restarts its running sum at the resume step.
+    """
+    checkpoint = last_checkpoint(trainer.args.output_dir) if resume else None
+    if checkpoint:
+        print(f"resuming from {checkpoint}")
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    history = trainer.state.log_history
+    summary = {"train_loss": last_logged(history, "loss"),
+               "last_eval_loss": last_logged(history, "eval_loss"),
+               "global_step": trainer.state.global_step,
+               "train_runtime": round(output.metrics.get("train_runtime", 0.0), 2),
+               "resumed_from": checkpoint,
+               **TrainingStatsCallback.summarise(all_processes(trainer.stats.total, trainer.args.device))}
+    return summary
+
+
+def all_processes(bucket: dict, device=None) -> dict:
+    """Token counts summed over the DDP processes; the time is the slowest process's."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return bucket
+    # nccl only moves GPU tensors, hence the device
+    counts = torch.tensor([bucket["tokens"], bucket["positions"]], dtype=torch.float64, device=device)
+    seconds = torch.tensor([bucket["seconds"]], dtype=torch.float64, device=device)
+    dist.all_reduce(counts)
+    dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+    return {"tokens": int(counts[0]), "positions": int(counts[1]), "seconds": float(seconds[0])}
+
+
+# ---------------------------------------------------------------- rows and batches
+
+
+def lm_blocks(texts, tokenizer, block_size: int) -> tuple[list[dict], dict]:
+    """Stage 1's rows: texts tokenized, joined with EOS and cut into full blocks. Notebook 06.
+
+    Returns the rows and the counts a learner should check, among them the dropped remainder.
+    """
+    token_lists = tokenizer(list(texts), add_special_tokens=True)["input_ids"]  # BOS for Llama
+    blocks = group_texts(token_lists, block_size, tokenizer.eos_token_id)
+    stream = sum(len(ids) + 1 for ids in token_lists)  # +1: the EOS after each text
+    info = {"texts": len(token_lists), "tokens": stream, "block_size": block_size,
+            "blocks": len(blocks), "dropped_tokens": stream - len(blocks) * block_size}
+    return [{"input_ids": block} for block in blocks], info
+
+
+def packing_is_exact(model) -> bool:
+    """True when this model's attention keeps packed examples apart (see EXACT_PACKING_ATTENTION)."""
+    return getattr(model.config, "_attn_implementation", None) in EXACT_PACKING_ATTENTION
+
+
+def packing_collator() -> DataCollatorWithFlattening:
+    """Concatenate a batch into one row; position_ids restart at 0 for every example. Notebook 07.
+
+    No attention_mask is returned: transformers v5 reads the example boundaries from the
+    position_ids only when the mask is absent (and the model runs without a KV cache, which the
+    Trainer switches off). Each example's first label becomes -100, so no example is asked to
+    predict the next one's first token.
+    """
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+
+def stage2_collator(model, tokenizer, packing: str = "auto"):
+    """Packing where it is exact (packing='auto'/'on'), else dynamic padding with SFTCollator."""
+    if packing not in ("auto", "on", "off"):
+        raise ValueError(f"packing must be 'auto', 'on' or 'off', got {packing!r}")
+    exact = packing_is_exact(model)
+    if packing == "on" and not exact:
+        impl = model.config._attn_implementation
+        raise ValueError(f"packing is not exact with attn_implementation={impl!r}; "
+                         f"use one of {EXACT_PACKING_ATTENTION} or --packing off")
+    if packing != "off" and exact:
+        return packing_collator()
+    return SFTCollator(tokenizer.pad_token_id)
+
+
+def batches(rows, collator, batch_size: int):
+    """Yield collated batches of `rows`, in order (for evaluation)."""
+    for start in range(0, len(rows), batch_size):
+        yield collator(rows[start:start + batch_size])
+
+
+def split_loss(model, rows, pad_token_id: int, batch_size: int = 8) -> float:
+    """Mean loss per completion token of encoded rows (utils.metrics.completion_loss)."""
+    from .metrics import completion_loss
+
+    # Rows of similar length share a batch, so little is padded; the token-weighted mean does
+    # not depend on the order (sample data, batches of 8: the test split pads 12% of positions
+    # instead of 29%).
+    rows = sorted(rows, key=lambda r: len(r["input_ids"]))
+    return completion_loss(model, list(batches(rows, SFTCollator(pad_token_id), batch_size)))
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generate_texts(model, tokenizer, prompts, decode: DecodeConfig, seed: int = 42) -> list[str]:
+    """Continue each prompt with the profile's decoding settings; the same seed, the same text."""
+    model.eval()
+    config = model.generation_config
+    for key, value in decode.generate_kwargs().items():
+        setattr(config, key, value)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.use_cache = True  # the Trainer switches the KV cache off for training
+    device = next(model.parameters()).device
+    texts = []
+    with _cpu_threads(1 if device.type == "cpu" else None):
+        for prompt in prompts:
+            set_seed(seed)  # per prompt: a prompt's text does not depend on the ones before it
+            batch = tokenizer(prompt, return_tensors="pt").to(device)
+            with torch.no_grad():
+                out = model.generate(**batch, generation_config=config)
+            texts.append(tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
+    return texts
+
+
+@contextlib.contextmanager
+def _cpu_threads(n: int | None):
+    # One token at a time the matrices are tiny: a second CPU thread costs more in waiting than
+    # it saves (measured on the 2-core CI machine: 0.9 s instead of 14 s for 40 tokens when busy).
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
