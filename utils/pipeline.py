@@ -194,15 +194,24 @@ def stage_stage2(ctx: Context) -> None:
 
 
 def stage_evaluate(ctx: Context) -> None:
-    """Validation and test loss and perplexity (utils.metrics) and sample generations."""
+    """Loss, perplexity and text metrics of the final model on the test split (notebook 08)."""
+    from .evaluation import EVAL_MAX_EXAMPLES, evaluate_model
+
     model, name = final_model(ctx)
-    result = {"model": name, **split_losses(ctx, model)}
-    chosen = ctx.data().instructions["test"][:ctx.args.num_samples]
-    write_generations(ctx, model, name, [{"split": "test", "prompt": p, "reference": c} for p, c in chosen])
-    result["samples"] = len(chosen)
+    decode, seed = ctx.profile.decode, ctx.profile.stage2.seed
+    scores = evaluate_model(model, ctx.tokenizer(), ctx.data().instructions["test"], decode,
+                            max_examples=EVAL_MAX_EXAMPLES, seed=seed,
+                            max_length=ctx.profile.data.max_length)
+    generations = scores.pop("generations")
+    result = {"model": name, **split_losses(ctx, model), **scores}
+    rows = [{"split": "test", **g, "seed": seed, "decode": decode.generate_kwargs()}
+            for g in generations[:ctx.args.num_samples]]
+    registry.write_samples(ctx.run_dir, name, rows)
     registry.update_metrics(ctx.run_dir, "eval", result)
-    print(f"evaluate ({name}): validation loss {result['validation_loss']:.4f}, test loss "
-          f"{result['test_loss']:.4f}, test perplexity {result['test_perplexity']:.1f}")
+    print(f"evaluate ({name}) on {scores['n_examples']} test pairs: loss {scores['loss']:.4f}, "
+          f"perplexity {scores['perplexity']:.1f}, BLEU {scores['bleu']:.2f}, "
+          f"ROUGE-L {scores['rouge_l']:.3f}, distinct-2 {scores['distinct_2']:.3f}, "
+          f"rhyme rate {scores['rhyme_rate']:.3f}")
 
 
 def split_losses(ctx: Context, model, splits=("validation", "test")) -> dict:
