@@ -43,3 +43,12 @@ def test_efficiency_sections_are_registered(capsys):
     padding = json.loads(capsys.readouterr().out)["padding"]
     assert set(padding) == {"baseline_padding_share", "ours_padding_share"}
     assert padding["ours_padding_share"] <= 0.05 < padding["baseline_padding_share"]
+
+
+def test_output_file_records_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.BENCHMARKS, "fake", lambda args: {"answer": 42})
+    out = tmp_path / "bench.json"
+    bench.main(["--only", "fake", "--output", str(out)])
+    record = json.loads(out.read_text())
+    assert record["results"] == {"fake": {"answer": 42}}
+    assert record["cpu_count"] >= 1 and record["date"] and "torch" in record["versions"]

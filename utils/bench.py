@@ -106,6 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                         help=f"run only these benchmarks: {', '.join(sorted(BENCHMARKS))}")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--output", default=None,
+                        help="also write the results, with the machine and date, to this JSON file")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--num-beams", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=30)
@@ -134,7 +136,23 @@ def main(argv=None) -> dict:
         print(json.dumps(results))
     else:
         print_table(results)
+    if args.output:
+        write_results(args.output, results)
     return results
+
+
+def write_results(path, results: dict) -> None:
+    """Save results with what they were measured on: machine, CPU count, GPU, versions, date."""
+    import os
+    import platform
+
+    from .env import gpu_summary, library_versions
+
+    record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+              "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "gpu": gpu_summary(), "versions": library_versions(), "results": results}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Each measurement returns a plain dict; `bench_sections()` hands the CPU ones to
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import statistics
@@ -16,6 +15,7 @@ from functools import lru_cache
 import torch
 
 from .config import Profile, get_profile
+from .env import torch_threads
 from .data import IGNORE_INDEX, SFTCollator, encode_pairs, prepare_data
 from .memory import adamw, measure_side_by_side
 
@@ -146,18 +146,6 @@ def interleaved_passes(runs: dict, batches: dict) -> dict:
             if i < len(batches[name]):
                 seconds[name] += timed_step(net, opt, batches[name][i])
     return seconds
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run a block with n intra-op threads (None: leave torch's setting alone)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def throughput_comparison(profile=None, n_rows: int = 8, repeats: int = 3,

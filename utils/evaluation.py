@@ -9,7 +9,6 @@ experiments. Introduced in notebooks 08 (evaluation) and 10 (hyperparameter comp
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -22,7 +21,7 @@ import torch
 
 from . import registry
 from .config import DecodeConfig, Profile, get_profile, runs_dir
-from .env import set_seed
+from .env import set_seed, torch_threads
 from .metrics import evaluate_generations, perplexity_from_loss
 
 # The keys every evaluation has (evaluate_generations adds a few more, e.g. rouge_1).
@@ -71,20 +70,6 @@ def _generation_config(model, tokenizer, decode: DecodeConfig, max_new_tokens: i
     return config
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device):
-    # Sampling sorts the 50,257 GPT-2 logits of each row at every step; on a busy 2-core CPU a
-    # second thread waits more than it helps (measured: 3.1 s with 1 thread, 11 s with 2, for
-    # 8 prompts x 40 new tokens on the tiny model).
-    old = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def generate_batched(model, tokenizer, prompts, decode: DecodeConfig, max_new_tokens=None,
                      seed: int = 42, batch_size: int = 8) -> list[str]:
     """Sampled continuations of prompts, batch_size at a time with left padding. Notebook 08.
@@ -101,7 +86,7 @@ def generate_batched(model, tokenizer, prompts, decode: DecodeConfig, max_new_to
     device, was_training, texts = next(model.parameters()).device, model.training, []
     model.eval()
     try:
-        with _one_cpu_thread(device), torch.no_grad():
+        with torch_threads(1 if device.type == "cpu" else None), torch.no_grad():
             for start in range(0, len(prompts), batch_size):
                 batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
                                   padding=True, truncation=True, max_length=limit).to(device)

@@ -7,7 +7,6 @@ trains every weight on poetry instructions. Both go through `build_trainer` and 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import resource
@@ -19,7 +18,7 @@ from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, T
 
 from .config import DecodeConfig, TrainConfig
 from .data import IGNORE_INDEX, SFTCollator, group_texts
-from .env import pick_device, pick_dtype, set_seed
+from .env import pick_device, pick_dtype, set_seed, torch_threads
 from .registry import last_checkpoint
 
 # Attention implementations that keep packed examples apart when given position_ids that
@@ -318,7 +317,7 @@ def generate_texts(model, tokenizer, prompts, decode: DecodeConfig, seed: int = 
     config.use_cache = True  # the Trainer switches the KV cache off for training
     device = next(model.parameters()).device
     texts = []
-    with _cpu_threads(1 if device.type == "cpu" else None):
+    with torch_threads(1 if device.type == "cpu" else None):
         for prompt in prompts:
             set_seed(seed)  # per prompt: a prompt's text does not depend on the ones before it
             batch = tokenizer(prompt, return_tensors="pt").to(device)
@@ -326,16 +325,3 @@ def generate_texts(model, tokenizer, prompts, decode: DecodeConfig, seed: int = 
                 out = model.generate(**batch, generation_config=config)
             texts.append(tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
     return texts
-
-
-@contextlib.contextmanager
-def _cpu_threads(n: int | None):
-    # One token at a time the matrices are tiny: a second CPU thread costs more in waiting than
-    # it saves (measured on the 2-core CI machine: 0.9 s instead of 14 s for 40 tokens when busy).
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
