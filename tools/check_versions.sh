@@ -18,7 +18,9 @@ case "$mode" in
       | sed -E 's/>=([^,;]+).*/==\1/' > "$venv/floors.txt"
     $pip install -q -r "$venv/floors.txt" ;;
   latest)
-    $pip install -q --upgrade -r requirements.txt ;;
+    # torch is left out: upgrading it here would pull the newest (possibly CUDA) build.
+    grep -v '^torch' requirements.txt > "$venv/latest.txt"
+    $pip install -q --upgrade -r "$venv/latest.txt" ;;
   *) echo "mode must be floors or latest" >&2; exit 2 ;;
 esac
 $pip list 2>/dev/null | grep -Ei '^(torch|transformers|tokenizers|peft|datasets|accelerate|numpy|pandas|ipywidgets) '
