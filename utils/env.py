@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import os
 import platform
 import random
 import subprocess
@@ -134,7 +133,3 @@ def install_colab_requirements(run=None) -> list[str]:
     (run or subprocess.run)(cmd, check=True)
     return cmd
 
-
-def hub_offline() -> bool:
-    """True when the user asked Hugging Face libraries to stay offline."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
