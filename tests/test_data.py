@@ -2,7 +2,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from utils import data
 from utils.config import get_profile

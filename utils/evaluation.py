@@ -21,6 +21,7 @@ import torch
 
 from . import registry
 from .config import DecodeConfig, Profile, get_profile, runs_dir
+from .decoding import context_length
 from .env import set_seed, torch_threads
 from .metrics import evaluate_generations, perplexity_from_loss
 
@@ -52,11 +53,6 @@ def _check_pairs(pairs) -> list[tuple[str, str]]:
     return [tuple(pair) for pair in pairs]
 
 
-def _context_length(model) -> int:
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
-
-
 def _generation_config(model, tokenizer, decode: DecodeConfig, max_new_tokens: int):
     # A copy: evaluating must not change the decoding settings a notebook set on the model.
     config = copy.deepcopy(model.generation_config)
@@ -82,7 +78,7 @@ def generate_batched(model, tokenizer, prompts, decode: DecodeConfig, max_new_to
     # Left padding: every prompt ends at the last column, where generation continues.
     old_side, old_trunc = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    limit = _context_length(model) - max_new_tokens  # prompt + new tokens must fit the context
+    limit = context_length(model) - max_new_tokens  # prompt + new tokens must fit the context
     device, was_training, texts = next(model.parameters()).device, model.training, []
     model.eval()
     try:
@@ -106,7 +102,7 @@ def completion_loss_on_pairs(model, tokenizer, pairs, max_length: int | None = N
     from .data import encode_pairs
     from .training import split_loss
 
-    rows, dropped = encode_pairs(pairs, tokenizer, max_length or _context_length(model))
+    rows, dropped = encode_pairs(pairs, tokenizer, max_length or context_length(model))
     if not rows:
         raise ValueError(f"all {len(pairs)} pairs are longer than max_length; raise max_length")
     return split_loss(model, rows, tokenizer.pad_token_id), dropped

@@ -18,7 +18,7 @@ from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, T
 
 from .config import DecodeConfig, TrainConfig
 from .data import IGNORE_INDEX, SFTCollator, group_texts
-from .env import pick_device, pick_dtype, set_seed, torch_threads
+from .env import pick_device, pick_dtype
 from .registry import last_checkpoint
 
 # Attention implementations that keep packed examples apart when given position_ids that
@@ -308,20 +308,11 @@ def split_loss(model, rows, pad_token_id: int, batch_size: int = 8) -> float:
 
 
 def generate_texts(model, tokenizer, prompts, decode: DecodeConfig, seed: int = 42) -> list[str]:
-    """Continue each prompt with the profile's decoding settings; the same seed, the same text."""
-    model.eval()
-    config = model.generation_config
-    for key, value in decode.generate_kwargs().items():
-        setattr(config, key, value)
-    config.pad_token_id = tokenizer.pad_token_id
-    config.use_cache = True  # the Trainer switches the KV cache off for training
-    device = next(model.parameters()).device
-    texts = []
-    with torch_threads(1 if device.type == "cpu" else None):
-        for prompt in prompts:
-            set_seed(seed)  # per prompt: a prompt's text does not depend on the ones before it
-            batch = tokenizer(prompt, return_tensors="pt").to(device)
-            with torch.no_grad():
-                out = model.generate(**batch, generation_config=config)
-            texts.append(tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
-    return texts
+    """Continue each prompt with the profile's decoding settings; the same seed, the same text.
+
+    One prompt per batch, reseeded before each, so a prompt's text does not depend on the
+    prompts before it; the model's own generation_config is left as it was.
+    """
+    from .evaluation import generate_batched
+
+    return generate_batched(model, tokenizer, prompts, decode, seed=seed, batch_size=1)
