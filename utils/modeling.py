@@ -157,6 +157,9 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
                                                          use_safetensors=True)
         except OSError as error:
             raise HubUnavailableError(HUB_HELP.format(what=source, error=error)) from error
+    # GPT2LMHeadModel's class name matches no key of transformers' loss table, so its first loss
+    # would warn "loss_type=None ... unrecognized"; it is a causal LM and says so.
+    model.loss_type = "ForCausalLM"
     if tokenizer is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device) if device is not None else model
