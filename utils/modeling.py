@@ -130,6 +130,7 @@ def build_tiny_model(profile: Profile | str | None, tokenizer, seed: int = 0):
         cls = GPT2LMHeadModel if profile.model.architecture == "gpt2" else LlamaForCausalLM
         model = cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.loss_type = "ForCausalLM"  # GPT2LMHeadModel's name is not in the loss table: it would warn
     return model.eval()  # like from_pretrained: no dropout until a Trainer switches it on
 
 
