@@ -217,18 +217,6 @@ def test_sweep_names_follow_the_seed_runs():
     assert evaluation.experiments_for("tiny-llama") == list(evaluation.SWEEP)[3:]
 
 
-def test_seed_results_publish_only_the_deepseek_validation_loss():
-    seed = evaluation.SEED_RESULTS
-    assert len(seed) == 6
-    assert seed["val loss"].notna().sum() == 1
-    assert seed["training loss"].notna().sum() == 0
-    row = seed[seed["val loss"].notna()].iloc[0]
-    assert (row["val loss"], row["val perplexity"], row["model"]) == (
-        0.0157, 1.016, "deepseek-ai/deepseek-coder-1.3b-base")
-    assert list(seed["effective batch"].iloc[:5]) == [8, 16, 32, 8, 16]
-    assert "not published" in seed.attrs["source"]
-
-
 def test_unknown_experiment_lists_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown experiment 'gpt2-huge'.*gpt2-b2-acc4-e1-lr1e-4"):
         evaluation.run_sweep("tiny", ["gpt2-huge"], tmp_path)

@@ -119,7 +119,9 @@ def random_init_model(profile=None, tokenizer=None, n_positions: int = SEED_MAX_
         return build_tiny_model(bigger, tokenizer or load_tokenizer(profile), seed=seed)
     name = "gpt2" if profile.model.architecture == "gpt2" else "deepseek-coder-1.3b"
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(reference_config(name))
+    model = AutoModelForCausalLM.from_config(reference_config(name))
+    model.loss_type = "ForCausalLM"  # GPT2LMHeadModel's name is not in the loss table: it would warn
+    return model
 
 
 def train_step(model, optimizer, batch: dict) -> float:

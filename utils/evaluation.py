@@ -291,7 +291,7 @@ def _experiment(short: str, architecture: str, model: str, batch: int, accumulat
 
 
 _GPT2, _DEEPSEEK = "openai-community/gpt2", "deepseek-ai/deepseek-coder-1.3b-base"
-# The seed's runs as its issue lists them: batch / accumulation / epochs / learning rate.
+# The deck's runs (utils.seed_facts holds their published losses): batch / accum. / epochs / lr.
 SWEEP: dict[str, Experiment] = {e.name: e for e in (
     _experiment("gpt2", "gpt2", _GPT2, 2, 4, 1, 1e-4),
     _experiment("gpt2", "gpt2", _GPT2, 2, 8, 3, 5e-5),
@@ -299,31 +299,6 @@ SWEEP: dict[str, Experiment] = {e.name: e for e in (
     _experiment("deepseek", "llama", _DEEPSEEK, 2, 4, 1, 1e-4),
     _experiment("deepseek", "llama", _DEEPSEEK, 4, 4, 2, 2e-4),
 )}
-
-SEED_SOURCE = ("the seed project's issue text: hyperparameters of its five runs; the only loss it "
-               "published is a DeepSeek validation loss of 0.0157 (perplexity 1.016), without "
-               "saying which run, computed over padding positions (notebook 07). Every other "
-               "seed loss was not published and is NaN here.")
-
-
-def _seed_results() -> pd.DataFrame:
-    rows = [{"experiment": e.name, "model": e.model,
-             "batch": e.stage2["per_device_train_batch_size"],
-             "accumulation": e.stage2["gradient_accumulation_steps"],
-             "epochs": e.stage2["num_train_epochs"], "learning rate": e.stage2["learning_rate"],
-             "training loss": math.nan, "val loss": math.nan, "val perplexity": math.nan,
-             "note": "losses not published"} for e in SWEEP.values()]
-    rows.append({"experiment": "(run not stated)", "model": _DEEPSEEK, "batch": math.nan,
-                 "accumulation": math.nan, "epochs": math.nan, "learning rate": math.nan,
-                 "training loss": math.nan, "val loss": 0.0157, "val perplexity": 1.016,
-                 "note": "loss over padding positions, not comparable (notebook 07)"})
-    table = pd.DataFrame(rows).assign(source="seed (published)")
-    table["effective batch"] = table["batch"] * table["accumulation"]
-    table.attrs["source"] = SEED_SOURCE
-    return table
-
-
-SEED_RESULTS = _seed_results()
 
 
 def experiments_for(profile: Profile | str | None = None) -> list[str]:

@@ -130,6 +130,7 @@ def build_tiny_model(profile: Profile | str | None, tokenizer, seed: int = 0):
         cls = GPT2LMHeadModel if profile.model.architecture == "gpt2" else LlamaForCausalLM
         model = cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.loss_type = "ForCausalLM"  # GPT2LMHeadModel's name is not in the loss table: it would warn
     return model.eval()  # like from_pretrained: no dropout until a Trainer switches it on
 
 
@@ -157,6 +158,9 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
                                                          use_safetensors=True)
         except OSError as error:
             raise HubUnavailableError(HUB_HELP.format(what=source, error=error)) from error
+    # GPT2LMHeadModel's class name matches no key of transformers' loss table, so its first loss
+    # would warn "loss_type=None ... unrecognized"; it is a causal LM and says so.
+    model.loss_type = "ForCausalLM"
     if tokenizer is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device) if device is not None else model

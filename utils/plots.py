@@ -7,6 +7,7 @@ imported inside each function so that importing utils stays fast.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from .data import IGNORE_INDEX
@@ -50,10 +51,12 @@ def _points(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def loss_curves(history: list[dict], ax=None, title: str | None = None):
+def loss_curves(history: list[dict], ax=None, title: str | None = None, vocab_size: int | None = None):
     """Training and validation loss against the optimizer step, from a Trainer log_history.
 
-    Introduced in notebook 06 (learning curves of stage 1); used again in 07 and the report.
+    With `vocab_size` V, a dashed line marks ln V: the loss of a uniform guess over the
+    vocabulary, the level a model that learned nothing sits at. Introduced in notebook 06
+    (learning curves of stage 1); used again in 07 and the report.
     """
     if ax is None:
         import matplotlib.pyplot as plt
@@ -63,6 +66,9 @@ def loss_curves(history: list[dict], ax=None, title: str | None = None):
         steps, values = _points(history, key)
         if steps:
             ax.plot(steps, values, style, label=label, markersize=3)
+    if vocab_size:
+        ax.axhline(math.log(vocab_size), color="grey", linestyle="--",
+                   label=f"uniform guess: ln {vocab_size:,} = {math.log(vocab_size):.2f}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(title or "learning curves")
