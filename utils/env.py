@@ -35,12 +35,27 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device | str | int | None = None) -> bool:
+    """True when the GPU computes bf16 in hardware: compute capability 8.0+ (Ampere, Hopper...).
+
+    `torch.cuda.is_bf16_supported()` also counts emulation by default and says True on a
+    T4 (capability 7.5), where bf16 runs emulated and slow; the capability does not.
+    """
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def pick_dtype(device: torch.device | str | None = None) -> torch.dtype:
-    """bf16 on GPUs that support it (Ampere+), fp16 on older ones (a T4), fp32 on MPS and CPU."""
+    """bf16 on GPUs with native bf16 (Ampere+), fp16 on older ones (a T4), fp32 on MPS and CPU."""
     device = torch.device(device) if device is not None else pick_device()
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.float32
+
+
+def needs_grad_scaler(dtype: torch.dtype) -> bool:
+    """fp16 needs loss scaling (a GradScaler) so small gradients do not underflow; bf16 does not."""
+    return dtype == torch.float16
 
 
 def set_seed(seed: int = 42) -> None:
