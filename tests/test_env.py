@@ -70,5 +70,6 @@ def test_colab_install_never_touches_torch():
     assert calls == [cmd]
     names = " ".join(cmd[4:])
     assert "transformers>=5.22,<6" in names and "peft" in names
-    for skipped in ("torch>", "jupyterlab", "ipywidgets", "pytest"):
+    for skipped in ("torch>", "jupyterlab", "ipywidgets", "pytest", "playwright"):
         assert skipped not in names
+    assert cmd[-1] == "huggingface-hub<2"  # Colab's diffusers and gradio reject hub 2.x

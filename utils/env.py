@@ -15,10 +15,14 @@ import torch
 from .config import REPO_ROOT, Profile, get_profile
 
 LIBRARIES = ("torch", "transformers", "peft", "datasets", "accelerate", "tokenizers", "ipywidgets")
-# Installed by the Colab setup cell: Colab already has torch, jupyter and ipywidgets 7,
-# and reinstalling torch there would pull a second multi-GB build.
+# Left out of the Colab setup cell's install: Colab already has torch, jupyter and
+# ipywidgets 7 (reinstalling torch would pull a second multi-GB build), and the test tools
+# (pytest, the browser driver playwright) are not needed to run the notebooks.
 COLAB_SKIP = ("torch", "jupyterlab", "ipykernel", "ipywidgets", "pytest", "pytest-timeout",
-              "nbclient", "nbformat")
+              "nbclient", "nbformat", "playwright")
+# Added to it: Colab's preinstalled diffusers and gradio require huggingface-hub < 2, and
+# the newest transformers would pull 2.x; transformers 5.22+ also works with 1.x (>= 1.31).
+COLAB_CONSTRAINTS = ("huggingface-hub<2",)
 
 
 def in_colab() -> bool:
@@ -143,8 +147,8 @@ def colab_requirements(path=REPO_ROOT / "requirements.txt") -> list[str]:
 
 
 def install_colab_requirements(run=None) -> list[str]:
-    """pip-install what Colab lacks, never torch; returns the command it ran."""
-    cmd = [sys.executable, "-m", "pip", "install", "-q", *colab_requirements()]
+    """pip-install what Colab lacks, never torch, keeping huggingface-hub < 2; returns the command."""
+    cmd = [sys.executable, "-m", "pip", "install", "-q", *colab_requirements(), *COLAB_CONSTRAINTS]
     (run or subprocess.run)(cmd, check=True)
     return cmd
 
