@@ -35,8 +35,47 @@ def test_cleaning_fixes_each_quirk(tmp_path):
     assert clean["title"].tolist() == ["Tide", "Gaps"]
     assert clean["poem"].tolist() == ["line one\nline two", "a\n\nb"]
     assert clean["tags"].tolist() == ["", "Sea"] and clean["poet"].tolist() == ["A", "D"]
-    assert report == {"rows_read": 4, "padded_titles_fixed": 1, "missing_tags": 1,
-                      "empty_poems_dropped": 1, "duplicates_dropped": 1, "rows_kept": 2}
+    assert report == {"rows_read": 4, "blank_rows_dropped": 0, "padded_titles_fixed": 1,
+                      "missing_tags": 1, "empty_poems_dropped": 1, "duplicates_dropped": 1,
+                      "rows_kept": 2}
+
+
+def _wild_csv(path, poems, blank_rows, trailing_columns):
+    """A CSV written by hand the way the real file looks: an unnamed index column, \r\r\n
+    breaks inside cells, padded titles, trailing empty columns on every line, blank rows."""
+    pad = "," * trailing_columns
+    lines = [",Title,Poem,Poet,Tags" + pad]
+    for i, (title, poem, poet, tags) in enumerate(poems):
+        body = poem.replace("\n", "\r\r\n")
+        lines.append(f'{i},"\r\r\n   {title}  \r\r\n ","\r\r\n{body}\r\r\n",{poet},{tags}{pad}')
+        if i % 3 == 0 and blank_rows:
+            lines.append("," * (4 + trailing_columns))  # a fully blank row between real ones
+            blank_rows -= 1
+    lines += ["," * (4 + trailing_columns)] * blank_rows
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_report_counts_on_a_csv_as_found_in_the_wild(tmp_path):
+    # Invented lines. Missing tags: 3 rows, but one is an empty poem and one a duplicate, so 1 kept.
+    poems = [("Kettle Song", "steam climbs the window\nthe kettle hums its one note", "Ivo Marsh", '"Home,Mornings"'),
+             ("Gravel", "gravel in the boot\nand a long road after", "Ines Paley", ""),
+             ("Nothing Here", "  \n  ", "Ola Brand", ""),
+             ("Gravel Again", "Gravel in the boot\nand a   long road after", "Ines Paley", ""),
+             ("Lamps", "the lamps come on\none street at a time", "Tor Bell", "Cities"),
+             ("Ferry", "the ferry leans\ninto the grey water", "Ada Quill", "Travel")]
+    path = _wild_csv(tmp_path / "PoetryFoundationData.csv", poems, blank_rows=7, trailing_columns=300)
+    frame = data.read_poems_csv(path)
+    assert list(frame.columns) == ["Unnamed: 0", "Title", "Poem", "Poet", "Tags"]
+    clean, report = data.clean_poems(frame)
+    assert report["rows_read"] == 13 and report["blank_rows_dropped"] == 7
+    assert report["empty_columns_dropped"] == 300
+    assert report["empty_poems_dropped"] == 1 and report["duplicates_dropped"] == 1
+    assert report["rows_kept"] == 4 and report["missing_tags"] == 1
+    assert report["padded_titles_fixed"] == 6
+    assert clean["title"].tolist() == ["Kettle Song", "Gravel", "Lamps", "Ferry"]
+    assert clean["poem"][0] == "steam climbs the window\nthe kettle hums its one note"
+    assert clean["tags"].tolist() == ["Home,Mornings", "", "Cities", "Travel"]
 
 
 def test_missing_column_names_the_column_and_file(tmp_path):

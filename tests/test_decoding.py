@@ -195,3 +195,21 @@ def test_as_generate_output_pads_on_the_right():
     ids = torch.tensor([[5, 6]])
     out = as_generate_output(ids, [Beam([1, 2, 3], -1.0), Beam([4], -2.0)], pad_token_id=0)
     assert out.tolist() == [[5, 6, 1, 2, 3], [5, 6, 4, 0, 0]]
+
+
+def test_beam_search_takes_one_prompt():
+    model = object()  # never reached: the input is checked first
+    batch = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    with pytest.raises(ValueError, match=r"takes one prompt .*got shape \(2, 3\)"):
+        beam_search(model, batch, num_beams=2, max_new_tokens=3)
+    with pytest.raises(ValueError, match="empty"):
+        beam_search(model, torch.zeros(1, 0, dtype=torch.long), num_beams=2, max_new_tokens=3)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        beam_search(model, [[1, 2, 3]], num_beams=2, max_new_tokens=3)
+
+
+def test_beam_search_accepts_a_1d_prompt():
+    model, tok = _model("tiny")
+    ids = encode_prompt(tok, "The sea", 3, 256)
+    flat = beam_search(model, ids[0], num_beams=2, max_new_tokens=3)
+    assert [b.tokens for b in flat] == [b.tokens for b in beam_search(model, ids, 2, 3)]

@@ -11,11 +11,31 @@ def test_cpu_device_and_dtype():
     assert env.pick_dtype("cpu") == torch.float32
 
 
-def test_fp16_on_gpus_without_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert env.pick_dtype("cuda") == torch.float16
+def fake_gpu(monkeypatch, capability):
+    """A CUDA device of the given compute capability; torch's bf16 check says yes, as it
+    does on a T4 (it counts emulation by default)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert env.pick_dtype("cuda") == torch.bfloat16
+
+
+def test_t4_trains_fp16_with_a_grad_scaler_never_emulated_bf16(monkeypatch):
+    from utils.training import precision_flags
+
+    fake_gpu(monkeypatch, (7, 5))  # T4
+    assert env.pick_device().type == "cuda"
+    assert env.pick_dtype() == env.pick_dtype("cuda") == torch.float16
+    assert env.needs_grad_scaler(env.pick_dtype("cuda"))
+    assert precision_flags("cuda") == {"bf16": False, "fp16": True}  # the Trainer then scales
+    fake_gpu(monkeypatch, (7, 0))  # V100
+    assert env.pick_dtype("cuda") == torch.float16
+
+
+def test_ampere_and_later_train_bf16_without_a_scaler(monkeypatch):
+    for capability in [(8, 0), (8, 9), (9, 0)]:  # A100, L4, H100
+        fake_gpu(monkeypatch, capability)
+        assert env.pick_dtype("cuda") == torch.bfloat16
+        assert not env.needs_grad_scaler(torch.bfloat16)
 
 
 def test_seed_repeats_random_numbers():
@@ -50,5 +70,6 @@ def test_colab_install_never_touches_torch():
     assert calls == [cmd]
     names = " ".join(cmd[4:])
     assert "transformers>=5.22,<6" in names and "peft" in names
-    for skipped in ("torch>", "jupyterlab", "ipywidgets", "pytest"):
+    for skipped in ("torch>", "jupyterlab", "ipywidgets", "pytest", "playwright"):
         assert skipped not in names
+    assert cmd[-1] == "huggingface-hub<2"  # Colab's diffusers and gradio reject hub 2.x

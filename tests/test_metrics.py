@@ -269,3 +269,41 @@ def test_set_metrics_bad_input(fn):
 def test_single_text_metrics_reject_non_strings(fn):
     with pytest.raises(TypeError, match="must be str"):
         fn(["a list"])
+
+
+# ---- edge cases found against sacrebleu and rouge-score -----------------------------
+
+
+def test_rouge_tokenizer_keeps_non_ascii_words_and_matches_the_default_on_ascii():
+    from rouge_score import tokenizers
+
+    ascii_text = "The swallows were flying low, over 3 rivers_and fields!"
+    ours = metrics.UnicodeTokenizer().tokenize(ascii_text)
+    assert ours == tokenizers.DefaultTokenizer(use_stemmer=True).tokenize(ascii_text)
+    for text in ["дождь идёт над рекой", "雨が降る 夜の川"]:
+        default = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(text, text)
+        assert metrics.rouge([text], [text])["rouge_l"] == 1.0
+        assert default["rougeL"].fmeasure == 0.0  # the library's default drops every word
+    assert "été" in metrics.UnicodeTokenizer().tokenize("l'été brûle les blés")
+    assert "t" in tokenizers.DefaultTokenizer().tokenize("l'été")  # the default splits at é
+    assert metrics.rouge(["дождь идёт"], ["дождь спит"])["rouge_1"] == pytest.approx(0.5)
+
+
+def test_exact_match_of_texts_that_normalise_to_nothing():
+    assert metrics.exact_match(["🙂"], ["!!"]) == 0.0
+    assert metrics.exact_match(["..."], [""]) == 0.0
+    assert metrics.exact_match(["", " "], ["", ""]) == 1.0
+    assert metrics.exact_match(["Hello!"], ["hello"]) == 1.0
+
+
+def test_bleu_with_several_references_matches_sacrebleu():
+    hyps = ["the cat sat on the mat", "a lamp burned low against the night", "rain on the roof"]
+    refs = [["the cat lay on the mat", "a cat sat on a mat"],
+            ["a candle burned low into the night"],
+            ["rain fell on the roof", "the rain on a roof", "rain upon the roof"]]
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(3)]
+    assert metrics.bleu(hyps, refs) == sacrebleu.corpus_bleu(hyps, streams).score
+    # a second reference can only help: the best match per n-gram counts
+    assert metrics.bleu(hyps, refs) > metrics.bleu(hyps, [r[0] for r in refs])
+    with pytest.raises(ValueError, match=r"references\[1\] is empty"):
+        metrics.bleu(hyps, [["a"], [], ["b"]])

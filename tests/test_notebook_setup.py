@@ -34,18 +34,35 @@ def test_setup_cell_outside_the_repo_says_where_to_open(restore_cwd, tmp_path):
         exec(SETUP_CELL, {})
 
 
-def test_setup_cell_on_colab_clones_and_installs_without_torch(restore_cwd, tmp_path, monkeypatch):
+def _on_colab(monkeypatch, tmp_path, clone_ok=True):
     calls = []
 
-    def fake_run(cmd, check):
+    def fake_run(cmd, check=False, **kwargs):
         calls.append(cmd)
         if cmd[:2] == ["git", "clone"]:
-            Path(cmd[-1]).symlink_to(ROOT)  # stands in for the clone
+            if clone_ok:
+                Path(cmd[-1]).symlink_to(ROOT)  # stands in for the clone
+                return subprocess.CompletedProcess(cmd, 0, "", "")
+            return subprocess.CompletedProcess(
+                cmd, 128, "", "fatal: unable to access 'https://github.com/...': Could not resolve host")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setenv("POET_COLAB_DIR", str(tmp_path / "poet-llm-course"))
     os.chdir(tmp_path)
+    return calls
+
+
+def _test_only_requirements() -> list[str]:
+    """The package names in requirements.txt's '# Tests.' section, read independently."""
+    lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    section = lines[lines.index("# Tests."):]
+    return [l.split(">")[0].split("=")[0].strip() for l in section if l and not l.startswith("#")]
+
+
+def test_setup_cell_on_colab_clones_and_installs_without_torch(restore_cwd, tmp_path, monkeypatch):
+    calls = _on_colab(monkeypatch, tmp_path)
     exec(SETUP_CELL, {})
     clone, pip = calls
     assert clone == ["git", "clone", "--depth", "1", COURSE_REPO, str(tmp_path / "poet-llm-course")]
@@ -53,6 +70,31 @@ def test_setup_cell_on_colab_clones_and_installs_without_torch(restore_cwd, tmp_
     installed = " ".join(pip[5:])
     assert "transformers>=5.22,<6" in installed and "peft" in installed
     assert not any(arg.startswith(("torch", "ipywidgets", "jupyterlab")) for arg in pip[5:])
+    # Colab's diffusers and gradio need huggingface-hub < 2: never let pip upgrade it to 2.x.
+    assert "huggingface-hub<2" in pip[5:]
+    names = [arg.split(">")[0].split("<")[0].split("=")[0] for arg in pip[5:]]
+    test_only = _test_only_requirements()
+    assert {"pytest", "playwright"} <= set(test_only)
+    assert not set(test_only) & set(names)
+
+
+def test_a_failed_clone_says_what_to_do(restore_cwd, tmp_path, monkeypatch):
+    calls = _on_colab(monkeypatch, tmp_path, clone_ok=False)
+    with pytest.raises(RuntimeError) as info:
+        exec(SETUP_CELL, {})
+    text = str(info.value)
+    assert COURSE_REPO in text and "Could not resolve host" in text
+    assert "internet" in text and "POET_COLAB_DIR" in text and "run this cell again" in text
+    assert len(calls) == 1  # nothing installed after a failed clone
+
+
+def test_every_notebook_has_the_current_setup_cell():
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        assert first.source == SETUP_CELL, path.name
 
 
 def test_conventions_checker_catches_problems(tmp_path):

@@ -17,6 +17,7 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 PROFILE_ENV = "POET_PROFILE"
 RUNS_ENV = "POET_RUNS_DIR"  # tests point this at a temporary folder
 DEFAULT_PROFILE = "tiny"
+CONTAMINATION_DROPS = ("none", "poems", "instructions")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,15 @@ class DataConfig:
     poems_file: str = "PoetryFoundationData.csv"
     instructions_dataset: str = "isaacrehg/poetry-instructions"
     sample_dir: Path = SAMPLE_DIR
+    # A local folder with copies of both datasets (parquet, jsonl or CSV; hub or sample layout).
+    # Set, it replaces both the hub and data/sample: an offline cluster, a pre-downloaded folder.
+    data_dir: Path | None = None
+    # Cross-dataset contamination: stage-2 answers that are stage-1 poems (exactly, after
+    # normalising, or sharing a contamination_ngram-word run, 13 as in GPT-3's study).
+    # "none" only counts them; "poems" drops those poems from stage 1; "instructions" drops
+    # those rows from stage 2.
+    drop_contaminated: str = "none"
+    contamination_ngram: int = 13
     max_length: int = 512  # tokens per training row; longer rows are dropped and counted
     validation_fraction: float = 0.2  # the seed's 80/20 train/validation split
     seed: int = 42
@@ -61,6 +71,11 @@ class DataConfig:
             raise ValueError(f"data source must be 'sample' or 'hub', got {self.source!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.drop_contaminated not in CONTAMINATION_DROPS:
+            raise ValueError(f"drop_contaminated must be one of {CONTAMINATION_DROPS}, "
+                             f"got {self.drop_contaminated!r}")
+        if self.contamination_ngram < 1:
+            raise ValueError(f"contamination_ngram must be >= 1, got {self.contamination_ngram}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8 tokens, got {self.max_length}")
 

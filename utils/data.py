@@ -8,110 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import pandas as pd
 import torch
 
-from .config import DataConfig, Profile, get_profile
+from .config import Profile, get_profile
+from .contamination import contamination_report, drop_contaminated, normalise_for_matching
+from .data_sources import (  # noqa: F401  (re-exported: notebooks import them from here)
+    CONVERSATION_COLUMN, FORMATS, POEM_COLUMNS, SPLITS, DataError, load_instruction_files,
+    load_instructions, load_poems, read_instruction_files, read_poems_csv, read_poems_file,
+    read_text_file, require_columns)
 
-POEM_COLUMNS = ("Title", "Poem", "Poet", "Tags")
-CONVERSATION_COLUMN = "conversation"
 ASSISTANT_MARK = "\nAssistant:"
-SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100  # the label value cross-entropy skips (torch's default ignore_index)
-
-
-class DataError(ValueError):
-    """Bad or unusable data; the message names the file, column or row and the fix."""
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def read_text_file(path: str | Path) -> str:
-    """A file's text as strict UTF-8, with an error that says how to fix other encodings."""
-    path = Path(path)
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path} is not UTF-8 text (invalid byte at position {error.start}). Re-save it as "
-            f"UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`.") from None
-
-
-def require_columns(columns, required, source) -> None:
-    """Raise DataError naming every required column that `source` lacks."""
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise DataError(f"{source} lacks the required column(s) {missing}; "
-                        f"found {list(columns)}")
-
-
-def read_poems_csv(path: str | Path) -> pd.DataFrame:
-    """Read a CSV in the Poetry Foundation schema (Title, Poem, Poet, Tags) as raw rows."""
-    import io
-
-    text = read_text_file(path)  # decode first: pandas' own error on bad bytes is cryptic
-    frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
-    require_columns(frame.columns, POEM_COLUMNS, path)
-    return frame
-
-
-def load_poems(profile: Profile | str | None = None) -> pd.DataFrame:
-    """Raw poems of a profile: data/sample offline, or the Poetry Foundation CSV from the hub."""
-    data = get_profile(profile).data
-    if data.source == "sample":
-        return read_poems_csv(data.sample_dir / data.poems_file)
-    return read_poems_csv(_hub_file(data.poems_dataset, data.poems_file))
-
-
-def _hub_file(repo_id: str, filename: str) -> str:
-    from huggingface_hub import hf_hub_download
-
-    from .modeling import HUB_HELP, HubUnavailableError
-
-    try:
-        return hf_hub_download(repo_id, filename, repo_type="dataset")
-    except Exception as error:  # network, offline mode, gated repo: all end the same way
-        raise HubUnavailableError(HUB_HELP.format(what=repo_id, error=error)) from error
-
-
-def load_instructions(profile: Profile | str | None = None):
-    """Poetry instructions as a datasets.DatasetDict (train/validation/test, `conversation`)."""
-    data = get_profile(profile).data
-    if data.source == "sample":
-        folder = data.sample_dir / "poetry-instructions"
-        return load_instruction_files({s: folder / f"{s}.jsonl" for s in SPLITS})
-    return _load_hub_instructions(data)
-
-
-def load_instruction_files(files: dict) -> "datasets.DatasetDict":  # noqa: F821
-    """Load local JSON-lines or CSV files, one per split, through `datasets`, checking the schema."""
-    import datasets
-
-    for split, path in files.items():
-        read_text_file(path)  # fail early, and clearly, on a non-UTF-8 file
-    kind = "csv" if str(next(iter(files.values()))).endswith(".csv") else "json"
-    dd = datasets.load_dataset(kind, data_files={k: str(v) for k, v in files.items()})
-    for split, ds in dd.items():
-        require_columns(ds.column_names, [CONVERSATION_COLUMN], files[split])
-    return dd
-
-
-def _load_hub_instructions(data: DataConfig):
-    import datasets
-
-    from .modeling import HUB_HELP, HubUnavailableError
-
-    try:
-        dd = datasets.load_dataset(data.instructions_dataset)
-    except Exception as error:
-        raise HubUnavailableError(HUB_HELP.format(what=data.instructions_dataset, error=error)) from error
-    for split, ds in dd.items():
-        require_columns(ds.column_names, [CONVERSATION_COLUMN], f"{data.instructions_dataset}[{split}]")
-    return dd
 
 
 # ---------------------------------------------------------------- cleaning poems
@@ -127,23 +35,31 @@ def clean_poem_text(text) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
-def normalise_for_matching(text: str) -> str:
-    """Lowercase and collapse all whitespace: rows equal after this count as duplicates."""
-    return " ".join(str(text).lower().split())
+def blank_rows(frame: pd.DataFrame) -> pd.Series:
+    """Rows with nothing in Title, Poem, Poet and Tags (the real CSV has whole blank lines of commas)."""
+    cells = frame[list(POEM_COLUMNS)]
+    return (cells.isna() | cells.astype(str).apply(lambda c: c.str.strip() == "")).all(axis=1)
 
 
 def clean_poems(frame: pd.DataFrame, source: str = "poems") -> tuple[pd.DataFrame, dict]:
-    """Clean raw poems; returns (clean frame, counts of what was fixed or dropped)."""
+    """Clean raw poems; returns (clean frame, counts of what was fixed or dropped).
+
+    Each count means one thing: blank rows (no cell filled), empty poems (a row with a title
+    or poet but no poem text), duplicates, and missing tags among the rows that are kept.
+    """
     require_columns(frame.columns, POEM_COLUMNS, source)
+    blank = blank_rows(frame)
+    report = {"rows_read": len(frame), "blank_rows_dropped": int(blank.sum())}
+    if frame.attrs.get("empty_columns_dropped"):
+        report["empty_columns_dropped"] = frame.attrs["empty_columns_dropped"]
+    frame = frame[~blank]
     out = pd.DataFrame({
         "title": frame["Title"].fillna("").astype(str).str.strip(),
         "poem": frame["Poem"].map(clean_poem_text),
         "poet": frame["Poet"].fillna("").astype(str).str.strip(),
         "tags": frame["Tags"].fillna("").astype(str).str.strip(),
     })
-    report = {"rows_read": len(frame),
-              "padded_titles_fixed": int((frame["Title"].fillna("").astype(str) != out["title"]).sum()),
-              "missing_tags": int(frame["Tags"].isna().sum())}
+    report["padded_titles_fixed"] = int((frame["Title"].fillna("").astype(str) != out["title"]).sum())
     empty = out["poem"].str.len() == 0
     report["empty_poems_dropped"] = int(empty.sum())
     out = out[~empty]
@@ -151,6 +67,7 @@ def clean_poems(frame: pd.DataFrame, source: str = "poems") -> tuple[pd.DataFram
     report["duplicates_dropped"] = int(dup.sum())
     out = out[~dup].reset_index(drop=True)
     report["rows_kept"] = len(out)
+    report["missing_tags"] = int((out["tags"] == "").sum())  # of the kept rows only
     if out.empty:
         raise DataError(f"{source}: no poems left after cleaning ({report}); check the Poem column")
     return out, report
@@ -359,9 +276,24 @@ def prepare_data(profile: Profile | str | None, tokenizer, deduplicate: bool = T
     cfg = profile.data
     poems, poem_report = clean_poems(load_poems(profile), source=cfg.poems_file)
     poem_texts = [poem_to_text(row) for _, row in poems.iterrows()]
-    poem_train, poem_val = train_validation_split(poem_texts, cfg.validation_fraction, cfg.seed)
-
     raw = load_instructions(profile)
+    splits, ins_report = prepare_instructions(raw, tokenizer, cfg, deduplicate)
+    # Stage-2 answers that copy stage-1 poems flatter the stage-2 test loss: count them, and
+    # drop one side if the profile asks (--drop-contaminated).
+    contamination, matches = contamination_report(list(poems["poem"]), splits, cfg.contamination_ngram)
+    poem_texts, splits, dropped = drop_contaminated(poem_texts, splits, matches, cfg.drop_contaminated)
+    contamination.update(dropped=cfg.drop_contaminated, rows_dropped=dropped)
+    if not splits["train"]:
+        raise DataError("no training conversations left after cleaning; see the data report")
+    ins_report["rows_kept"] = {s: len(splits[s]) for s in SPLITS}
+    poem_train, poem_val = train_validation_split(poem_texts, cfg.validation_fraction, cfg.seed)
+    report = {"poems": {**poem_report, "train": len(poem_train), "validation": len(poem_val)},
+              "instructions": ins_report, "contamination": contamination}
+    return PreparedData({"train": poem_train, "validation": poem_val}, splits, report)
+
+
+def prepare_instructions(raw, tokenizer, cfg, deduplicate: bool = True) -> tuple[dict, dict]:
+    """(train/validation/test pairs, report): format, leakage check, dedupe, 80/20, length filter."""
     pairs, no_assistant = {}, {}
     for split in SPLITS:
         pairs[split], no_assistant[split] = format_conversations(raw[split][CONVERSATION_COLUMN])
@@ -378,16 +310,10 @@ def prepare_data(profile: Profile | str | None, tokenizer, deduplicate: bool = T
     too_long = {}
     for split in SPLITS:
         splits[split], too_long[split] = filter_by_length(splits[split], tokenizer, cfg.max_length)
-    if not splits["train"]:
-        raise DataError("no training conversations left after cleaning; see the data report")
-    report = {"poems": {**poem_report, "train": len(poem_train), "validation": len(poem_val)},
-              "instructions": {
-                  "rows_read": {s: len(raw[s]) for s in SPLITS},
-                  "no_assistant_dropped": no_assistant,
-                  "leakage": leakage.to_dict(orient="records"),
-                  "duplicates_removed": removed,
-                  "over_max_length_dropped": too_long,
-                  "max_length": cfg.max_length,
-                  "rows_kept": {s: len(splits[s]) for s in SPLITS}}}
-    return PreparedData({"train": poem_train, "validation": poem_val}, splits, report)
-
+    report = {"rows_read": {s: len(raw[s]) for s in SPLITS},
+              "no_assistant_dropped": no_assistant,
+              "leakage": leakage.to_dict(orient="records"),
+              "duplicates_removed": removed,
+              "over_max_length_dropped": too_long,
+              "max_length": cfg.max_length}
+    return splits, report

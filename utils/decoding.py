@@ -134,6 +134,19 @@ class Beam:
 
 
 @torch.no_grad()
+def one_prompt(input_ids) -> torch.Tensor:
+    """input_ids as a (1, length) tensor, or ValueError: the beams of one prompt fill the batch."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
+    if ids.dim() != 2 or ids.size(0) != 1:
+        raise ValueError(f"beam_search takes one prompt (input_ids of shape (1, length)), got shape "
+                         f"{tuple(input_ids.shape)}; call it once per prompt")
+    if ids.size(1) == 0:
+        raise ValueError("input_ids is empty; encode at least one token (e.g. BOS or EOS)")
+    return ids
+
+
 def beam_search(model, input_ids, num_beams: int, max_new_tokens: int, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, num_return_sequences: int = 1,
                 eos_token_id: int | None = None) -> list[Beam]:
@@ -147,6 +160,7 @@ def beam_search(model, input_ids, num_beams: int, max_new_tokens: int, length_pe
     """
     check_settings(num_beams=num_beams, max_new_tokens=max_new_tokens,
                    num_return_sequences=num_return_sequences)
+    input_ids = one_prompt(input_ids)
     eos_token_id = resolve_eos(model, eos_token_id)
     # All beams run as one batch of num_beams rows; at the start they are copies of the
     # prompt, so only row 0 is "live" (the others get -1e9 and never win a top-k slot).

@@ -15,10 +15,14 @@ import torch
 from .config import REPO_ROOT, Profile, get_profile
 
 LIBRARIES = ("torch", "transformers", "peft", "datasets", "accelerate", "tokenizers", "ipywidgets")
-# Installed by the Colab setup cell: Colab already has torch, jupyter and ipywidgets 7,
-# and reinstalling torch there would pull a second multi-GB build.
+# Left out of the Colab setup cell's install: Colab already has torch, jupyter and
+# ipywidgets 7 (reinstalling torch would pull a second multi-GB build), and the test tools
+# (pytest, the browser driver playwright) are not needed to run the notebooks.
 COLAB_SKIP = ("torch", "jupyterlab", "ipykernel", "ipywidgets", "pytest", "pytest-timeout",
-              "nbclient", "nbformat")
+              "nbclient", "nbformat", "playwright")
+# Added to it: Colab's preinstalled diffusers and gradio require huggingface-hub < 2, and
+# the newest transformers would pull 2.x; transformers 5.22+ also works with 1.x (>= 1.31).
+COLAB_CONSTRAINTS = ("huggingface-hub<2",)
 
 
 def in_colab() -> bool:
@@ -35,12 +39,27 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device | str | int | None = None) -> bool:
+    """True when the GPU computes bf16 in hardware: compute capability 8.0+ (Ampere, Hopper...).
+
+    `torch.cuda.is_bf16_supported()` also counts emulation by default and says True on a
+    T4 (capability 7.5), where bf16 runs emulated and slow; the capability does not.
+    """
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def pick_dtype(device: torch.device | str | None = None) -> torch.dtype:
-    """bf16 on GPUs that support it (Ampere+), fp16 on older ones (a T4), fp32 on MPS and CPU."""
+    """bf16 on GPUs with native bf16 (Ampere+), fp16 on older ones (a T4), fp32 on MPS and CPU."""
     device = torch.device(device) if device is not None else pick_device()
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.float32
+
+
+def needs_grad_scaler(dtype: torch.dtype) -> bool:
+    """fp16 needs loss scaling (a GradScaler) so small gradients do not underflow; bf16 does not."""
+    return dtype == torch.float16
 
 
 def set_seed(seed: int = 42) -> None:
@@ -128,8 +147,8 @@ def colab_requirements(path=REPO_ROOT / "requirements.txt") -> list[str]:
 
 
 def install_colab_requirements(run=None) -> list[str]:
-    """pip-install what Colab lacks, never torch; returns the command it ran."""
-    cmd = [sys.executable, "-m", "pip", "install", "-q", *colab_requirements()]
+    """pip-install what Colab lacks, never torch, keeping huggingface-hub < 2; returns the command."""
+    cmd = [sys.executable, "-m", "pip", "install", "-q", *colab_requirements(), *COLAB_CONSTRAINTS]
     (run or subprocess.run)(cmd, check=True)
     return cmd
 

@@ -3,7 +3,7 @@
 Scales: `bleu` and `self_bleu` are sacrebleu's 0-100; every other score is 0-1.
 Text lists must be non-empty lists/tuples of str; hypotheses and references pair by index.
 An empty string is a valid text: it has no n-grams and no lines, so the diversity and form
-scores count it as 0.0 (and two empty strings are an exact match).
+scores count it as 0.0. Two empty strings are an exact match; "🙂" and "!!" are not.
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ from rouge_score import rouge_scorer
 IGNORE_INDEX = -100  # label value that Hugging Face losses (and ours) skip
 _PUNCT = re.compile(r"[^\w\s]")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
+_ALNUM = re.compile(r"[^\W_]+")  # runs of letters and digits in any script
+
+
+class UnicodeTokenizer:
+    """rouge-score's tokens for any script (its default keeps only [a-z0-9]: "été" vanishes).
+    Same tokens as the default on ASCII text. Introduced in notebook 08_evaluation."""
+
+    def __init__(self, use_stemmer: bool = True):
+        from nltk.stem import porter  # what rouge-score itself uses
+        self._stemmer = porter.PorterStemmer() if use_stemmer else None
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens = _ALNUM.findall(text.lower())
+        if self._stemmer:
+            tokens = [self._stemmer.stem(t) if len(t) > 3 else t for t in tokens]
+        return tokens
 
 
 def _check_texts(texts, name: str) -> list[str]:
@@ -141,28 +157,52 @@ def normalize_text(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", _check_str(text).lower()).split())
 
 
+def _reference_streams(references, n_hyps: int) -> list[list[str | None]]:
+    if not isinstance(references, (list, tuple)):
+        raise TypeError(f"references must be a list of str, got {type(references).__name__}")
+    if not references:
+        raise ValueError("references is empty; pass at least one text")
+    if len(references) != n_hyps:
+        raise ValueError(f"hypotheses has {n_hyps} texts but references has {len(references)}")
+    per_hyp = []
+    for i, refs in enumerate(references):
+        if not isinstance(refs, (str, list, tuple)):
+            raise TypeError(f"references[{i}] is {type(refs).__name__}, expected str or list of str")
+        per_hyp.append(_check_texts([refs] if isinstance(refs, str) else refs, f"references[{i}]"))
+    # sacrebleu takes one stream per reference slot; None marks "no k-th reference here".
+    return [[refs[k] if k < len(refs) else None for refs in per_hyp]
+            for k in range(max(map(len, per_hyp)))]
+
+
 def bleu(hypotheses, references) -> float:
-    """Corpus BLEU (0-100) with one reference per hypothesis, via sacrebleu.corpus_bleu.
+    """Corpus BLEU (0-100) via sacrebleu.corpus_bleu; each reference is a str or a list of str.
     Introduced in notebook 08_evaluation."""
-    hyps, refs = _check_pairs(hypotheses, references)
-    return sacrebleu.corpus_bleu(hyps, [refs]).score
+    hyps = _check_texts(hypotheses, "hypotheses")
+    return sacrebleu.corpus_bleu(hyps, _reference_streams(references, len(hyps))).score
 
 
 def rouge(hypotheses, references) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 (0-1, Porter stemmer) via rouge_score, keyed rouge_1, rouge_2, rouge_l.
+    """Mean ROUGE-1/2/L F1 (0-1, Porter stemmer, any script) via rouge_score, keyed rouge_1 ...
     Introduced in notebook 08_evaluation."""
     hyps, refs = _check_pairs(hypotheses, references)
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=UnicodeTokenizer())
     scores = [scorer.score(ref, hyp) for hyp, ref in zip(hyps, refs)]  # score(target, prediction)
     return {f"rouge_{k[5:].lower()}": fmean(s[k].fmeasure for s in scores)
             for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def _same_answer(hyp: str, ref: str) -> bool:
+    if (h := normalize_text(hyp)) or normalize_text(ref):
+        return h == normalize_text(ref)
+    # Both normalise to nothing: "🙂" and "!!" are different answers, only "" == "" matches.
+    return not hyp.strip() and not ref.strip()
 
 
 def exact_match(hypotheses, references) -> float:
     """Share of hypotheses equal to their reference after `normalize_text`.
     Introduced in notebook 08_evaluation."""
     hyps, refs = _check_pairs(hypotheses, references)
-    return fmean(normalize_text(h) == normalize_text(r) for h, r in zip(hyps, refs))
+    return fmean(_same_answer(h, r) for h, r in zip(hyps, refs))
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:

@@ -152,6 +152,9 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
         model = build_tiny_model(profile, tokenizer or load_tokenizer(profile))
     else:
         source = str(path or profile.model.model_name_or_path)
+        if path is None:  # about to download the weights: stop first if the run cannot fit
+            from .gpu_memory import check_gpu_memory
+            check_gpu_memory(profile)
         try:
             # safetensors only: a pickled .bin checkpoint could run arbitrary code on load.
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32,

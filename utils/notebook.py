@@ -12,7 +12,8 @@ from pathlib import Path
 COURSE_REPO = "https://github.com/poet-llm/poet-llm-course"
 
 SETUP_CELL = f'''# Setup (the same in every notebook). On Colab: fetch the course and install what Colab
-# lacks (torch is never reinstalled). Locally: make the `utils` package importable.
+# lacks (torch is never reinstalled; huggingface-hub stays < 2, as Colab's other packages
+# need; transformers is upgraded to the course's floor). Locally: make `utils` importable.
 import os, subprocess, sys
 from pathlib import Path
 
@@ -23,7 +24,14 @@ while not (root / "utils" / "config.py").exists() and root != root.parent:
 if not (root / "utils" / "config.py").exists() and "google.colab" in sys.modules:
     root = Path(os.environ.get("POET_COLAB_DIR", "/content/poet-llm-course"))
     if not root.exists():
-        subprocess.run(["git", "clone", "--depth", "1", COURSE_REPO, str(root)], check=True)
+        clone = subprocess.run(["git", "clone", "--depth", "1", COURSE_REPO, str(root)],
+                               capture_output=True, text=True)
+        if clone.returncode != 0:
+            raise RuntimeError(
+                f"Could not clone {{COURSE_REPO}} into {{root}}:\\n{{clone.stderr.strip()}}\\n"
+                "Check that the runtime has internet access, or set COURSE_REPO above to a copy "
+                "you can reach (your fork), or upload the course folder and set the environment "
+                "variable POET_COLAB_DIR to it; then run this cell again.")
 if not (root / "utils" / "config.py").exists():
     raise RuntimeError("Open this notebook from inside the course folder (or on Colab).")
 os.chdir(root)

@@ -75,7 +75,8 @@ def stage_data(ctx: Context) -> None:
 def print_data_report(report: dict) -> None:
     """A short human-readable summary of prepare_data's report."""
     p, ins = report["poems"], report["instructions"]
-    print(f"poems: {p['rows_read']} read, {p['empty_poems_dropped']} empty and "
+    print(f"poems: {p['rows_read']} read, {p['blank_rows_dropped']} blank rows, "
+          f"{p['empty_poems_dropped']} empty and "
           f"{p['duplicates_dropped']} duplicates dropped, {p['rows_kept']} kept "
           f"-> train {p['train']} / validation {p['validation']}")
     print(f"instructions read: {ins['rows_read']}")
@@ -86,6 +87,7 @@ def print_data_report(report: dict) -> None:
     print(f"  over max_length={ins['max_length']} dropped: {ins['over_max_length_dropped']}")
     print(f"  no Assistant turn dropped: {ins['no_assistant_dropped']}")
     print(f"instructions kept: {ins['rows_kept']}")
+    print(f"contamination (stage-2 answers overlapping stage-1 poems): {report['contamination']}")
 
 
 def stage_stage1(ctx: Context) -> None:
@@ -354,6 +356,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="stage 2 batches: pack examples where attention keeps them apart (auto), or pad")
     add("--num-samples", type=int, default=4, help="sample generations written to samples.jsonl")
     add("--max-rows", type=int, default=None, help="use at most N rows of every split (smoke runs)")
+    add("--data-dir", default=None, help="local copies of both datasets (parquet, jsonl or csv)")
+    add("--drop-contaminated", choices=("none", "poems", "instructions"), default=None,
+        help="drop stage-1 poems or stage-2 rows that overlap the other dataset (default: none)")
     return parser.parse_args(argv)
 
 
@@ -377,7 +382,10 @@ def apply_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
         changes["max_steps"] = args.max_steps
     if args.learning_rate is not None:
         changes["learning_rate"] = args.learning_rate
-    return profile.replace(stage1=changes, stage2=changes) if changes else profile
+    profile = profile.replace(stage1=changes, stage2=changes) if changes else profile
+    data = {k: v for k, v in (("data_dir", args.data_dir),
+                              ("drop_contaminated", args.drop_contaminated)) if v is not None}
+    return profile.replace(data=data) if data else profile
 
 
 def init_distributed() -> tuple[int, int]:

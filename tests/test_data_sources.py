@@ -1,0 +1,142 @@
+"""Local copies of both datasets (parquet, jsonl, CSV) and the hub path, read by the same functions."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from utils import data, data_sources
+from utils.config import get_profile
+from utils.data import DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Invented lines for the test; nothing here comes from the real datasets.
+POEMS = ["the heron stands in the shallows\nand counts the slow fish under the reeds\n"
+         "while the tide forgets the name of the moon and the mud keeps every footprint",
+         "a tin cup rattles on the gate\nthe wind has letters for the house",
+         "snow on the rail line\nthe last train hums a low song to the dark",
+         "salt on the window of the bakery\nbread cooling in rows like sleeping cats"]
+
+
+def conversation(i: int) -> str:
+    if i == 0:  # an answer copying a run of 13+ words from poem 0: cross-dataset contamination
+        return ("User: Write about a heron.\nAssistant: the heron stands in the shallows and "
+                "counts the slow fish under the reeds while the tide waits")
+    return f"User: Write poem number {i} about weather.\nAssistant: rain number {i} taps\nthe roof {i} times"
+
+
+def hub_layout(root: Path) -> Path:
+    """Both datasets as the hub ships them: the poems CSV, and instructions as parquet shards."""
+    poems_dir = root / "Poetry-Foundation-Poems"
+    poems_dir.mkdir(parents=True)
+    frame = pd.DataFrame({"Title": [f"\r\r\n  Poem {i} \r\r\n" for i in range(len(POEMS))],
+                          "Poem": [p.replace("\n", "\r\r\n") for p in POEMS],
+                          "Poet": ["Nell Otter"] * len(POEMS), "Tags": [None, "Nature", None, "Food"]})
+    frame.to_csv(poems_dir / "PoetryFoundationData.csv")  # index=True: the unnamed column
+    shards = root / "poetry-instructions" / "data"
+    shards.mkdir(parents=True)
+    sizes = {"train": 12, "validation": 3, "test": 4}
+    start = 0
+    for split, n in sizes.items():
+        rows = [conversation(start + i) for i in range(n)]
+        start += n
+        pd.DataFrame({"conversation": rows}).to_parquet(
+            shards / f"{split}-00000-of-00001-0a1b2c3d4e5f6789.parquet")
+    return root
+
+
+def test_data_dir_reads_the_hub_layout(tmp_path):
+    profile = get_profile("tiny").replace(data={"data_dir": hub_layout(tmp_path / "copy")})
+    raw = data.load_poems(profile)
+    assert len(raw) == 4 and raw["Tags"].isna().sum() == 2
+    dd = data.load_instructions(profile)
+    assert {s: len(dd[s]) for s in dd} == {"train": 12, "validation": 3, "test": 4}
+    assert dd["train"]["conversation"][0].startswith("User: Write about a heron.")
+
+
+def test_hub_path_uses_the_same_reader(tmp_path, monkeypatch):
+    # A stub hub: snapshot_download hands back our folders, as the real one returns its cache.
+    copy = hub_layout(tmp_path / "hub")
+    folders = {"suayptalha/Poetry-Foundation-Poems": copy / "Poetry-Foundation-Poems",
+               "isaacrehg/poetry-instructions": copy / "poetry-instructions"}
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: str(folders[repo]))
+    from_hub = data.load_instructions("gpt2")
+    local = data.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
+    assert {s: from_hub[s]["conversation"] for s in from_hub} == {s: local[s]["conversation"] for s in local}
+    hub_poems, _ = data.clean_poems(data.load_poems("gpt2"))
+    local_poems, _ = data.clean_poems(data.load_poems(get_profile("tiny").replace(data={"data_dir": copy})))
+    assert hub_poems.equals(local_poems)
+
+
+def test_pipeline_data_stage_offline_on_a_local_copy(tmp_path):
+    copy = hub_layout(tmp_path / "copy")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "POET_RUNS_DIR": str(tmp_path / "runs")}
+    result = subprocess.run([sys.executable, "-m", "utils.pipeline", "--profile", "tiny",
+                             "--data-dir", str(copy), "--stages", "data", "--run-name", "local"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "runs" / "local" / "data_report.json").read_text())
+    assert report["poems"]["rows_kept"] == 4 and report["poems"]["missing_tags"] == 2
+    assert report["instructions"]["rows_read"] == {"train": 12, "validation": 3, "test": 4}
+    # conversation 0 (in train) copies 13+ words of poem 0; nothing else overlaps.
+    assert report["contamination"]["train"]["13gram"] == 1
+    assert report["contamination"]["poems_involved"] == 1
+    config = json.loads((tmp_path / "runs" / "local" / "config.json").read_text())
+    assert config["profile"]["data"]["data_dir"] == str(copy)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_sample_layout_in_other_formats(tmp_path, kind):
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    pd.DataFrame({"Title": ["t"], "Poem": ["a line"], "Poet": ["p"], "Tags": ["x"]}).to_parquet(
+        folder / "PoetryFoundationData.parquet")
+    for split in data.SPLITS:
+        frame = pd.DataFrame({"conversation": [conversation(5)]})
+        if kind == "jsonl":
+            frame.to_json(folder / f"{split}.jsonl", orient="records", lines=True)
+        else:
+            frame.to_csv(folder / f"{split}.csv", index=False)
+    profile = get_profile("tiny").replace(data={"data_dir": folder})
+    assert data.load_poems(profile)["Poem"].tolist() == ["a line"]
+    assert data.load_instructions(profile)["test"]["conversation"] == [conversation(5)]
+
+
+def test_unsupported_format_names_the_supported_ones(tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "PoetryFoundationData.xlsx").write_bytes(b"PK\x03\x04")
+    profile = get_profile("tiny").replace(data={"data_dir": folder})
+    with pytest.raises(DataError, match=r"PoetryFoundationData\.xlsx.*'\.xlsx'.*\.parquet, \.jsonl"):
+        data.load_poems(profile)
+    (folder / "train.arrow").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"train\.arrow.*supported: \.parquet"):
+        data_sources.find_instruction_files(folder)
+
+
+def test_a_broken_parquet_file_never_gets_encoding_advice(tmp_path):
+    path = tmp_path / "train-00000-of-00001.parquet"
+    path.write_bytes(b"PAR1\xff\xfe\x00 not really parquet \xe9")
+    with pytest.raises(DataError, match="not a valid parquet file") as info:
+        data_sources.read_instruction_files({"train": path})
+    assert "UTF-8" not in str(info.value) and "iconv" not in str(info.value)
+    good = tmp_path / "validation.parquet"
+    pd.DataFrame({"conversation": ["café ☕"]}).to_parquet(good)  # binary, not UTF-8 text: fine
+    assert data_sources.read_instruction_files({"validation": good})["validation"]["conversation"] == ["café ☕"]
+
+
+def test_missing_data_dir_and_missing_split(tmp_path):
+    with pytest.raises(DataError, match="does not exist|no poems file"):
+        data.load_poems(get_profile("tiny").replace(data={"data_dir": tmp_path / "nowhere"}))
+    copy = hub_layout(tmp_path / "copy")
+    next((copy / "poetry-instructions" / "data").glob("test-*")).unlink()
+    with pytest.raises(DataError, match=r"split\(s\) \['test'\]"):
+        data.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
