@@ -3,7 +3,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from utils import modeling
-from utils.config import get_profile
+from utils.config import get_profile, random_init
 
 
 def test_real_gpt2_tokenizer_offline(gpt2_tok):
@@ -20,7 +20,8 @@ def test_llama_style_tokenizer_adds_bos_and_pads_with_eos(llama_tok):
     assert llama_tok.decode(ids, skip_special_tokens=True) == "Hello world"
 
 
-def test_tiny_models_are_seeded_and_small(tiny_profile):
+def test_random_init_tiny_models_are_seeded_and_small(tiny_profile):
+    tiny_profile = random_init(tiny_profile)
     tok = modeling.load_tokenizer(tiny_profile)
     a = modeling.load_model(tiny_profile, tokenizer=tok)
     b = modeling.load_model(tiny_profile, tokenizer=tok)
@@ -106,3 +107,22 @@ def test_no_pickle_checkpoints(tmp_path, tiny_profile):
     model.config.save_pretrained(tmp_path)
     with pytest.raises(Exception):
         modeling.load_model(tiny_profile, path=tmp_path)  # safetensors only: a .bin is refused
+
+
+def test_tiny_starts_from_the_pocket_model_and_says_so():
+    profile = get_profile("tiny")
+    model = modeling.load_model(profile)
+    assert model.dtype == torch.float32 and not model.training
+    assert model.config.n_layer == 4 and model.config.vocab_size == 50257
+    assert "pocket" in profile.model.base_description
+    assert "random-init" in random_init(profile).model.base_description
+    tok = modeling.load_tokenizer(profile)
+    ids = tok("Shall I compare thee to a summer's day?", return_tensors="pt")["input_ids"]
+    # A pretrained base predicts English far better than a uniform guess (ln 50257 = 10.8).
+    assert model(input_ids=ids, labels=ids).loss.item() < 7.0
+
+
+def test_missing_pocket_model_names_the_fixes(tmp_path):
+    profile = get_profile("tiny").replace(model={"pretrained_dir": tmp_path})
+    with pytest.raises(FileNotFoundError, match="git checkout models/.*python -m utils.pretrain"):
+        modeling.load_model(profile)

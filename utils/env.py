@@ -113,7 +113,7 @@ def describe(profile: Profile | str | None = None) -> dict:
     device = pick_device()
     info = {
         "profile": profile.name,
-        "model": profile.model.model_name_or_path or f"tiny random-init {profile.model.architecture}",
+        "model": profile.model.base_description,
         "data": "data/sample (offline)" if profile.data.source == "sample" else "Hugging Face hub",
         "device": device.type,
         "dtype": str(pick_dtype(device)).replace("torch.", ""),

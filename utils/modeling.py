@@ -146,9 +146,12 @@ def _seeded(seed: int):
 
 def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
                dtype: torch.dtype | None = None, device: torch.device | str | None = None):
-    """The profile's model: tiny random-init, or `from_pretrained` (hub id or a local folder)."""
+    """The profile's model: the pocket base or a tiny random-init model offline, else
+    `from_pretrained` (hub id or a local folder)."""
     profile = get_profile(profile)
-    if path is None and profile.model.is_tiny:
+    if path is None and profile.model.is_tiny and profile.model.pretrained_dir:
+        model = load_local_base(profile.model.pretrained_dir, dtype)
+    elif path is None and profile.model.is_tiny:
         model = build_tiny_model(profile, tokenizer or load_tokenizer(profile))
     else:
         source = str(path or profile.model.model_name_or_path)
@@ -167,6 +170,18 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
     if tokenizer is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device) if device is not None else model
+
+
+def load_local_base(folder, dtype: torch.dtype | None = None):
+    """A tiny profile's pretrained base from its folder (fp16 on disk, fp32 by default)."""
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the tiny profile's pretrained base is missing: no model.safetensors in {folder}. "
+            "Restore it with `git checkout models/`, retrain it with `python -m utils.pretrain` "
+            "(about 35 minutes on 2 CPU cores), or use random init: config.random_init(profile)")
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
+                                                use_safetensors=True).eval()
 
 
 def load_model_and_tokenizer(profile: Profile | str | None = None, path=None, **kwargs):

@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from . import pretrain_data
-from .config import REPO_ROOT
-from .modeling import gpt2_tokenizer
+from .config import POCKET_DIR
+from .modeling import gpt2_tokenizer, load_local_base
 
-POCKET_DIR = REPO_ROOT / "models" / "pocket-gpt2"
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
 
 
@@ -277,11 +276,7 @@ Made by `python -m utils.pretrain` (seed {cfg.seed}); the `tiny` profile loads i
 
 def load_pocket(path: str | Path = POCKET_DIR, dtype: torch.dtype = torch.float32):
     """The committed pocket model as fp32 (or `dtype`), with a clear error when it is missing."""
-    path = Path(path)
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no pocket model in {path}: run `python -m utils.pretrain` "
-                                "(about an hour on 2 CPU cores) or `git checkout models/`")
-    return GPT2LMHeadModel.from_pretrained(path, dtype=dtype, use_safetensors=True).eval()
+    return load_local_base(path, dtype)
 
 
 def main(argv=None) -> dict:
