@@ -13,13 +13,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import DataConfig, Profile, get_profile
+from .config import IGNORE_INDEX, DataConfig, Profile, get_profile
 
 POEM_COLUMNS = ("Title", "Poem", "Poet", "Tags")
 CONVERSATION_COLUMN = "conversation"
 ASSISTANT_MARK = "\nAssistant:"
 SPLITS = ("train", "validation", "test")
-IGNORE_INDEX = -100  # the label value cross-entropy skips (torch's default ignore_index)
 
 
 class DataError(ValueError):

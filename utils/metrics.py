@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from rouge_score import rouge_scorer
 
-IGNORE_INDEX = -100  # label value that Hugging Face losses (and ours) skip
+from .config import IGNORE_INDEX
+
 _PUNCT = re.compile(r"[^\w\s]")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
 
