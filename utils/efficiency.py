@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from .batching import (SEED_BATCH_SIZE, SEED_MAX_LENGTH, collate, length_grouped_batches,
                        padding_comparison, shuffled_batches, stage2_rows)
-from .config import IGNORE_INDEX, get_profile
+from .config import IGNORE_INDEX, Profile, get_profile
 from .data import SFTCollator
 from .env import torch_threads
 from .memory_measure import adamw, measure_side_by_side
@@ -77,10 +77,10 @@ def throughput_comparison(profile=None, n_rows: int = 8, repeats: int = 3,
     ~1.3 with 2 threads under load, ~2.8 with 1). threads=None uses torch's setting.
     """
     with torch_threads(threads):
-        return _throughput(profile, n_rows, repeats, batch_size, max_length, seed)
+        return _throughput(get_profile(profile), n_rows, repeats, batch_size, max_length, seed)
 
 
-def _throughput(profile, n_rows, repeats, batch_size, max_length, seed) -> dict:
+def _throughput(profile: Profile, n_rows, repeats, batch_size, max_length, seed) -> dict:
     tok, rows = stage2_rows(profile)
     rows = random.Random(seed).sample(rows, min(n_rows, len(rows)))
     lengths = [len(r["input_ids"]) for r in rows]
@@ -183,13 +183,12 @@ def accumulation_equivalence(profile=None, n_rows: int = 8, accumulation: int = 
     gradient; dropout off (eval mode), because the two runs would draw different masks.
     """
     with torch_threads(1):  # a few small steps: one thread is faster on a busy CPU
-        return _accumulation(profile, n_rows, accumulation, lr, seed)
+        return _accumulation(get_profile(profile), n_rows, accumulation, lr, seed)
 
 
-def _accumulation(profile, n_rows, accumulation, lr, seed) -> dict:
+def _accumulation(profile: Profile, n_rows, accumulation, lr, seed) -> dict:
     if accumulation < 1 or n_rows % accumulation:
         raise ValueError(f"n_rows ({n_rows}) must split into {accumulation} equal micro-batches")
-    profile = get_profile(profile)
     tok, rows = stage2_rows(profile)
     rows = random.Random(seed).sample(rows, n_rows)
     model = (build_tiny_model(profile, tok, seed) if profile.model.is_tiny
