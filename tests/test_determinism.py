@@ -5,6 +5,8 @@ import json
 import pytest
 
 from utils import pipeline
+from utils.config import get_profile
+from utils.options import RunOptions
 
 ARGS = ["--stages", "stage2", "--max-steps", "3", "--max-rows", "16", "--num-samples", "1"]
 
@@ -25,10 +27,9 @@ def test_same_seed_same_losses(tmp_path):
 
 
 @pytest.mark.slow
-def test_another_seed_gives_other_losses(tmp_path, monkeypatch):
+def test_another_seed_gives_other_losses(tmp_path):
     pipeline.main([*ARGS, "--runs-dir", str(tmp_path), "--run-name", "a"])
-    original = pipeline.apply_overrides
-    monkeypatch.setattr(pipeline, "apply_overrides",
-                        lambda profile, args: original(profile, args).replace(stage2={"seed": 7}))
-    pipeline.main([*ARGS, "--runs-dir", str(tmp_path), "--run-name", "c"])
+    # The same run through the Python API, with another stage-2 seed.
+    options = RunOptions(max_steps=3, max_rows=16, num_samples=1)
+    pipeline.run(get_profile().replace(stage2={"seed": 7}), tmp_path / "c", options, ["stage2"])
     assert _losses(tmp_path, "a") != _losses(tmp_path, "c")

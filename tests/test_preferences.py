@@ -1,135 +1,27 @@
-"""Tests for utils/preferences.py: storage, items, win rates, Bradley-Terry and agreement."""
+"""Tests for utils/preferences.py: win rates, Bradley-Terry and rater agreement."""
 
-import json
 import math
-import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from utils import preferences as prefs
-
-HEADER = ",".join(prefs.FIELDS) + "\n"
+from utils.ratings import FIELDS, rating_row
 
 
 def _ratings(spec, rater="ana", prompt="p0"):
     """Rating rows from (system_a, system_b, choice) triples, as the rater would write them."""
     item = {"prompt_id": prompt, "prompt": f"prompt {prompt}"}
-    return [prefs.rating_row(rater, item, a, b, choice, "2025-01-01T00:00:00+00:00")
+    return [rating_row(rater, item, a, b, choice, "2025-01-01T00:00:00+00:00")
             for a, b, choice in spec]
 
 
 def _frame(rows):
-    import pandas as pd
-
-    return pd.DataFrame(rows, columns=list(prefs.FIELDS))
+    return pd.DataFrame(rows, columns=list(FIELDS))
 
 
-def _write(path, rows):
-    for row in rows:
-        prefs.append_rating(path, row)
-    return path
-
-
-# ---------------------------------------------------------------- items
-
-
-def test_items_from_generations_and_pairs():
-    items = prefs.items_from_generations(["rain", "sea"], {"greedy": ["g1", "g2"], "sampled": ["s1", "s2"],
-                                                           "hot": ["h1", "h2"]})
-    assert [i["prompt_id"] for i in items] == [prefs.prompt_id("rain"), prefs.prompt_id("sea")]
-    assert items[1]["outputs"] == {"greedy": "g2", "sampled": "s2", "hot": "h2"}
-    pairs = prefs.pair_items(items)
-    assert [sorted(p["outputs"]) for p in pairs[:3]] == [["greedy", "hot"], ["greedy", "sampled"],
-                                                         ["hot", "sampled"]]
-    assert len(pairs) == 6
-
-
-def test_items_with_fewer_than_two_systems_raise():
-    with pytest.raises(ValueError, match="at least two"):
-        prefs.items_from_generations(["rain"], {"greedy": ["g"]})
-    with pytest.raises(ValueError, match="item 1 has 1 system"):
-        prefs.validate_items([{"prompt": "a", "outputs": {"x": "1", "y": "2"}},
-                              {"prompt": "b", "outputs": {"x": "1"}}])
-    with pytest.raises(ValueError, match="has 2 generations for 1 prompts"):
-        prefs.items_from_generations(["rain"], {"x": ["1", "2"], "y": ["1"]})
-
-
-def test_items_from_runs_matches_prompts_and_renames_shared_names(tmp_path):
-    one, two = tmp_path / "run-a", tmp_path / "run-b"
-    one.mkdir()
-    two.mkdir()
-    lines_one = [{"model": "stage2", "prompt": "rain", "generation": "wet"},
-                 {"model": "stage2", "prompt": "only here", "generation": "x"},
-                 {"model": "base", "prompt": "rain", "generation": "plain"}]
-    (one / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines_one) + "{not json\n")
-    (two / "samples.jsonl").write_text(json.dumps({"model": "stage2", "prompt": "rain",
-                                                   "generation": "drops"}) + "\n"
-                                       + json.dumps({"prompt": "rain", "text": "no model"}) + "\n")
-    assert prefs.find_sample_runs(tmp_path) == [one, two]
-    with pytest.warns(UserWarning, match="skipped 1 line"):
-        items = prefs.items_from_runs([one, two / "samples.jsonl"])  # a folder or its file
-    assert len(items) == 1
-    assert items[0]["outputs"] == {"run-a:stage2": "wet", "base": "plain", "run-b:stage2": "drops",
-                                   "run-b": "no model"}
-
-
-# ---------------------------------------------------------------- storage
-
-
-def test_append_writes_header_once_and_fsyncs(tmp_path, monkeypatch):
-    calls = []
-    real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
-    path = _write(tmp_path / "sub" / "preferences.csv", _ratings([("x", "y", "a"), ("y", "x", "tie")]))
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0] + "\n" == HEADER
-    assert len(lines) == 3 and len(calls) == 2
-    assert lines[2].endswith(",y,x,tie,tie")
-
-
-def test_prompt_with_newlines_stays_on_one_line(tmp_path):
-    item = {"prompt_id": "p", "prompt": 'User: a poem\nabout "rain", C:\\ and\r\nAssistant:'}
-    path = _write(tmp_path / "p.csv", [prefs.rating_row("ana", item, "x", "y", "b")])
-    assert len(path.read_text(encoding="utf-8").splitlines()) == 2
-    assert prefs.load_ratings(path).loc[0, "prompt"] == item["prompt"]
-
-
-def test_corrupted_lines_are_reported_and_skipped(tmp_path):
-    path = _write(tmp_path / "p.csv", _ratings([("x", "y", "a"), ("x", "y", "b"), ("y", "x", "a")]))
-    good = path.read_bytes()
-    rows = good.split(b"\n")
-    broken = [rows[0], rows[1], b"2025-01-01,ana,p0,too few", rows[2],
-              rows[3].replace(b",a,y", b",maybe,y"), "caf\u00e9".encode("latin-1") + rows[1], b""]
-    path.write_bytes(b"\n".join(broken))
-    with pytest.warns(UserWarning, match=r"skipped 3 corrupted line\(s\) \[3, 5, 6\]"):
-        df = prefs.load_ratings(path)
-    assert df.attrs["skipped"] == {3: "4 fields instead of 8", 5: "unknown choice 'maybe'",
-                                   6: "not valid UTF-8"}
-    assert list(df["choice"]) == ["a", "b"]
-    table = prefs.win_rates(df)  # the analysis goes on with the good lines
-    assert table.loc[0, "n"] == 2 and table.loc[0, "win_rate"] == 0.5
-
-
-def test_torn_last_line_stays_apart_from_the_next_rating(tmp_path):
-    path = tmp_path / "p.csv"
-    path.write_text(HEADER + "2025-01-01T00:00:00+00:00,ana,p0,prompt,x,y,a", encoding="utf-8")
-    _write(path, _ratings([("x", "y", "b")]))
-    with pytest.warns(UserWarning, match=r"skipped 1 corrupted line\(s\) \[2\]"):
-        df = prefs.load_ratings(path)
-    assert list(df["winner"]) == ["y"]
-
-
-def test_empty_file_raises_a_clear_error(tmp_path):
-    path = tmp_path / "p.csv"
-    path.write_text("")
-    with pytest.raises(ValueError, match="holds no ratings"):
-        prefs.load_ratings(path)
-    path.write_text(HEADER)
-    with pytest.raises(ValueError, match="holds no ratings"):
-        prefs.load_ratings(path)
-    with pytest.raises(FileNotFoundError, match="rate some pairs first"):
-        prefs.load_ratings(tmp_path / "missing.csv")
+def test_only_skips_leave_nothing_to_compare():
     with pytest.raises(ValueError, match="all 1 ratings are skips"):
         prefs.win_rates(_frame(_ratings([("x", "y", "skip")])))
 
@@ -239,13 +131,3 @@ def test_fleiss_kappa_hand_computed():
     assert prefs.fleiss_kappa(_frame(rows)) == pytest.approx(17 / 41)
 
 
-def test_items_from_runs_reads_what_the_run_registry_writes(tmp_path):
-    from utils import registry
-
-    run = tmp_path / "tiny-run"
-    rows = [{"prompt": "rain", "generation": "wet"}, {"prompt": "sea", "generation": "salt"}]
-    registry.write_samples(run, "stage1", rows)
-    registry.write_samples(run, "stage2", [{**r, "generation": r["generation"].upper()} for r in rows])
-    items = prefs.items_from_runs(prefs.find_sample_runs(tmp_path))
-    assert [i["outputs"] for i in items] == [{"stage1": "wet", "stage2": "WET"},
-                                             {"stage1": "salt", "stage2": "SALT"}]

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from utils import preferences as prefs
+from utils import ratings
+from utils.rating_items import prompt_id
 from utils.rater import ABRater
 
 ITEMS = [
@@ -56,7 +57,7 @@ def test_clicks_are_saved_with_the_systems_shown_as_a_and_b(tmp_path, monkeypatc
         assert item["outputs"][row["system_a"]] == now["text_a"]
         assert item["outputs"][row["system_b"]] == now["text_b"]
         assert row["choice"] == choice and row["rater"] == "ana"
-        assert row["prompt_id"] == prefs.prompt_id(now["prompt"])
+        assert row["prompt_id"] == prompt_id(now["prompt"])
     assert [r["winner"] for r in rows] == [shown[0]["system_a"], shown[1]["system_b"], "tie"]
     assert "Thank you" in rater.message.value
     assert all(b.disabled for b in rater.buttons.values()) and rater.name.disabled
@@ -82,8 +83,8 @@ def test_second_session_appends_below_one_header(tmp_path):
         rater.name.value = name
         rater.buttons["skip"].click()
     lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == ",".join(prefs.FIELDS) and len(lines) == 3
-    df = prefs.load_ratings(path)
+    assert lines[0] == ",".join(ratings.FIELDS) and len(lines) == 3
+    df = ratings.load_ratings(path)
     assert list(df["rater"]) == ["ana", "ben"] and list(df["winner"]) == ["", ""]
 
 

@@ -1,12 +1,11 @@
-"""utils.training and utils.registry: arguments, callbacks, exact packing, masking, the run registry."""
+"""utils.training: arguments, callbacks, exact packing, masking, the loss on a split."""
 
 import dataclasses
-import json
 
 import pytest
 import torch
 
-from utils import registry, training
+from utils import training
 from utils.config import get_profile
 from utils.data import IGNORE_INDEX, SFTCollator, encode_example
 from utils.modeling import load_model_and_tokenizer
@@ -142,81 +141,6 @@ def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
         trainer.train()
 
 
-def test_generation_is_reproducible_with_the_seed():
-    model, tok = load_model_and_tokenizer("tiny")
-    decode = get_profile("tiny").decode
-    a = training.generate_texts(model, tok, ["The sea"], decode, seed=1)
-    b = training.generate_texts(model, tok, ["The sea"], decode, seed=1)
-    assert a == b and isinstance(a[0], str) and a[0]
-
-
 # ---------------------------------------------------------------- the registry
 
 
-def test_json_is_written_atomically(tmp_path):
-    path = registry.write_json_atomic(tmp_path / "metrics.json", {"a": 1})
-    registry.write_json_atomic(path, {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
-
-
-def test_metrics_sections_merge_instead_of_replacing(tmp_path):
-    registry.update_metrics(tmp_path, "stage2", {"train_loss": 1.0})
-    registry.update_metrics(tmp_path, "eval", {"test_loss": 2.0})
-    registry.update_metrics(tmp_path, "eval", {"bleu": 3.0})  # another developer's metric
-    assert registry.read_json(tmp_path / "metrics.json") == {
-        "stage2": {"train_loss": 1.0}, "eval": {"test_loss": 2.0, "bleu": 3.0}}
-
-
-def test_samples_of_one_model_replace_only_that_models_lines(tmp_path):
-    registry.write_samples(tmp_path, "stage1", [{"prompt": "a", "generation": "b"}])
-    registry.write_samples(tmp_path, "stage2", [{"prompt": "c", "generation": "d"}])
-    registry.write_samples(tmp_path, "stage1", [{"prompt": "e", "generation": "f"}])
-    assert [(s["model"], s["prompt"]) for s in registry.read_samples(tmp_path)] == [
-        ("stage2", "c"), ("stage1", "e")]
-
-
-def test_existing_run_is_refused_without_overwrite(tmp_path):
-    run = tmp_path / "run"
-    registry.prepare_run_dir(run)
-    (run / "metrics.json").write_text("{}")
-    with pytest.raises(registry.RunExistsError, match="--overwrite"):
-        registry.prepare_run_dir(run)
-    registry.prepare_run_dir(run, resume=True)
-    assert (run / "metrics.json").exists()  # resume keeps the results
-    registry.prepare_run_dir(run, overwrite=True)
-    assert list(run.iterdir()) == []
-
-
-def test_run_names_must_be_plain_folder_names(tmp_path):
-    for bad in ("../elsewhere", "a/b", "", ".hidden"):
-        with pytest.raises(ValueError, match="plain folder name"):
-            registry.run_path(bad, tmp_path)
-
-
-def test_missing_run_is_reported_with_the_runs_there_are(tmp_path):
-    registry.write_json_atomic(tmp_path / "first" / "config.json", {})
-    with pytest.raises(registry.RunNotFoundError, match=r"'nope' not found .*existing runs: first"):
-        registry.find_run("nope", tmp_path)
-
-
-def test_last_checkpoint_skips_one_cut_off_mid_save(tmp_path):
-    for step, complete in ((2, True), (4, True), (6, False)):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    assert registry.last_checkpoint(tmp_path).endswith("checkpoint-4")
-    assert registry.last_checkpoint(tmp_path / "none") is None
-
-
-def test_git_commit_is_read_without_git():
-    commit = registry.git_commit()
-    assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
-
-
-def test_seed_table_has_the_seeds_columns():
-    table = registry.seed_table({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 16,
-                                 "epochs": 5.0, "learning_rate": 3e-5, "train_loss": 2.5,
-                                 "val_loss": 2.75, "test_loss": 2.8})
-    assert table.splitlines()[0].startswith("| batch | accumulation | epochs | learning rate")
-    assert table.splitlines()[2] == "| 2 | 16 | 5 | 3e-05 | 2.5 | 2.75 | 2.8 |"

@@ -45,16 +45,16 @@ def test_button_click_sends_the_settings_to_generate(tiny, monkeypatch):
     pg.button.click()
     assert _shown(pg) != before and "Rain on the slate roof" in _shown(pg)
     assert "error" not in _shown(pg)
-    sent = calls[-1]
-    assert sent["do_sample"] is True and sent["num_beams"] == 1
-    assert (sent["temperature"], sent["top_p"], sent["top_k"]) == (1.3, 0.8, 17)
-    assert (sent["repetition_penalty"], sent["max_new_tokens"]) == (1.25, 6)
+    sent = calls[-1]["generation_config"]  # utils.generation hands generate one config
+    assert sent.do_sample is True and sent.num_beams == 1
+    assert (sent.temperature, sent.top_p, sent.top_k) == (1.3, 0.8, 17)
+    assert (sent.repetition_penalty, sent.max_new_tokens) == (1.25, 6)
 
     pg.do_sample.value, pg.num_beams.value = False, 3  # beam search: no sampling knobs sent
     pg.button.click()
-    sent = calls[-1]
-    assert sent["do_sample"] is False and sent["num_beams"] == 3
-    assert "temperature" not in sent and "top_p" not in sent
+    sent = calls[-1]["generation_config"]
+    assert sent.do_sample is False and sent.num_beams == 3
+    assert "temperature" not in pg.settings() and "top_p" not in pg.settings()
     assert _shown(pg).startswith("[do_sample=False, num_beams=3")
 
 
@@ -87,7 +87,7 @@ def test_generate_text_from_an_empty_prompt_and_bad_settings(tiny, monkeypatch):
     model, tokenizer = tiny
     inputs = []
     real_generate = model.generate
-    monkeypatch.setattr(model, "generate", lambda ids, **kw: inputs.append(ids) or real_generate(ids, **kw))
+    monkeypatch.setattr(model, "generate", lambda **kw: inputs.append(kw["input_ids"]) or real_generate(**kw))
     text = generate_text(model, tokenizer, "", do_sample=False, num_beams=1, max_new_tokens=4)
     assert isinstance(text, str) and inputs[0].tolist() == [[tokenizer.bos_token_id]]  # <|endoftext|>
     with pytest.raises(ValueError, match="temperature"):

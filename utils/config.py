@@ -18,6 +18,9 @@ PROFILE_ENV = "POET_PROFILE"
 RUNS_ENV = "POET_RUNS_DIR"  # tests point this at a temporary folder
 DEFAULT_PROFILE = "tiny"
 CONTAMINATION_DROPS = ("none", "poems", "instructions")
+# The label value cross-entropy skips (torch's default ignore_index): prompt and padding
+# positions carry it. Defined here, at the bottom, so data, metrics and training share one.
+IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .config import Profile, get_profile
+from .config import IGNORE_INDEX, Profile, get_profile
 from .contamination import contamination_report, drop_contaminated, normalise_for_matching
 from .data_sources import (  # noqa: F401  (re-exported: notebooks import them from here)
     CONVERSATION_COLUMN, FORMATS, POEM_COLUMNS, SPLITS, DataError, load_instruction_files,
@@ -19,7 +19,6 @@ from .data_sources import (  # noqa: F401  (re-exported: notebooks import them f
     read_text_file, require_columns)
 
 ASSISTANT_MARK = "\nAssistant:"
-IGNORE_INDEX = -100  # the label value cross-entropy skips (torch's default ignore_index)
 
 
 # ---------------------------------------------------------------- cleaning poems

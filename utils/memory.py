@@ -16,20 +16,12 @@ activations, from a transformers config alone. Assumptions (notebook 11 explains
 - CUDA context and allocator fragmentation are not counted; a run "fits" when the estimate
   is at most FIT_FRACTION of the card's memory.
 
-Introduced in notebook 11; `python -m utils.memory '{json}'` is the measuring child process.
+Introduced in notebook 11; utils/memory_measure.py measures what the calculator predicts.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-
-from .config import REPO_ROOT
 
 MB = 2**20
 GB = 2**30
@@ -67,7 +59,7 @@ STRATEGIES = {s.name: s for s in (
 
 
 def _config(config):
-    from .modeling import reference_config
+    from .model_shapes import reference_config
 
     return reference_config(config) if isinstance(config, str) else config
 
@@ -83,7 +75,7 @@ def parameter_counts(config, r: int = 8) -> tuple[int, int]:
     """
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
 
-    from .modeling import count_parameters, meta_model
+    from .model_shapes import count_parameters, meta_model
 
     config = _config(config)
     key = (config.to_json_string(use_diff=False), r)
@@ -211,165 +203,3 @@ def fits_table(models=("gpt2", "deepseek-coder-1.3b"), strategies=None, gpus=Non
                         for gpu, size in gpus.items()})
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------- measuring
-
-
-def current_rss() -> int:
-    """Resident memory of this process now, in bytes (Linux /proc; ru_maxrss elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss()
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    """Peak resident memory of this process, in bytes: VmHWM on Linux, else ru_maxrss.
-
-    ru_maxrss is not enough on Linux: it also keeps the peak of the parent's memory that a
-    fork copied before the exec, so a child of a big notebook kernel would report the kernel.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
-    except (OSError, StopIteration):
-        import resource  # POSIX only: macOS here (ru_maxrss in bytes), Linux without /proc
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
-def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_size: int = 2,
-                            seq_len: int = 8, steps: int = 2, checkpointing: bool = False,
-                            timeout: float = 600) -> dict:
-    """Peak memory and step time of a few AdamW steps, measured in a fresh Python process.
-
-    model: 'gpt2' (GPT2LMHeadModel(GPT2Config()), 124M, random init) or 'tiny' (the tiny
-    profile's model); strategy: 'full' or 'lora'. Returns MiB: weights_mb (RSS added by
-    building the model), training_mb (peak RSS during the steps minus RSS before them) and
-    total_mb (their sum), optimizer_mb (the AdamW state tensors) and step_s (median seconds
-    per step after the first). Notebook 11.
-    """
-    if model not in ("tiny", "gpt2") or strategy not in ("full", "lora"):
-        raise ValueError(f"model must be 'tiny' or 'gpt2' and strategy 'full' or 'lora', "
-                         f"got {model!r} and {strategy!r}")
-    args = dict(model=model, strategy=strategy, batch_size=batch_size, seq_len=seq_len,
-                steps=steps, checkpointing=checkpointing)
-    # glibc keeps freed blocks up to 32 MiB for reuse, so RSS would count dead tensors; a fixed
-    # 128 KiB mmap threshold gives every larger tensor its own mapping, returned when freed.
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false",
-           "MALLOC_MMAP_THRESHOLD_": "131072"}
-    proc = subprocess.run([sys.executable, "-m", "utils.memory", json.dumps(args)], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory measurement failed ({args}):\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def measure_side_by_side(*runs: dict) -> list[dict]:
-    """measure_training_memory for each dict of arguments, all at once, one process each.
-
-    Running them together (one thread each) means a busy machine slows them alike, so their
-    step times stay comparable; their memory is per process and unaffected. Notebook 11.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(runs)) as pool:
-        return list(pool.map(lambda kw: measure_training_memory(**kw), runs))
-
-
-def _build(model: str, strategy: str):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from .modeling import apply_lora, build_tiny_model, load_tokenizer
-
-    if model == "tiny":
-        net = build_tiny_model("tiny", load_tokenizer("tiny"))
-    else:
-        net = GPT2LMHeadModel(GPT2Config())
-    return apply_lora(net, model) if strategy == "lora" else net
-
-
-def adamw(params, lr: float = 1e-4, **kwargs):
-    """Fused AdamW where this torch has it (the Trainer's default), else the plain loop."""
-    import torch
-
-    try:
-        return torch.optim.AdamW(params, lr=lr, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=lr, **kwargs)
-
-
-def enable_checkpointing(model) -> None:
-    """Turn on activation (gradient) checkpointing under either transformers v5 name."""
-    fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    fn()
-
-
-def _warm_up_autograd() -> None:
-    """One step of a throwaway model: autograd's threads and kernel buffers count as imports."""
-    import torch
-
-    toy = torch.nn.Sequential(torch.nn.Embedding(64, 16), torch.nn.Linear(16, 64))
-    opt = torch.optim.AdamW(toy.parameters())
-    ids = torch.arange(8).view(1, 8)
-    torch.nn.functional.cross_entropy(toy(ids).view(8, 64), ids.view(8)).backward()
-    opt.step()
-
-
-def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing) -> dict:
-    """The child's work: build, reset the peak mark, train a few steps, report MiB."""
-    import torch
-
-    from .modeling import load_tokenizer
-
-    import peft  # noqa: F401  (imported by apply_lora; an import is not model memory)
-
-    torch.set_num_threads(1)  # steadier step times on a shared CPU (see throughput_comparison)
-    if model == "tiny":
-        load_tokenizer("tiny")  # its caches belong to the imports, not to the model
-    _warm_up_autograd()
-    before_build = current_rss()
-    net = _build(model, strategy)
-    if checkpointing:
-        enable_checkpointing(net)
-    net.train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = adamw(params)  # its states appear at the first step, inside the measured peak
-    ids = torch.randint(0, net.config.vocab_size, (batch_size, seq_len),
-                        generator=torch.Generator().manual_seed(0))
-    before_steps = current_rss()
-    method = "VmHWM reset after build" if reset_peak_rss() else "peak since process start"
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        net(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    peak = peak_rss()
-    state = sum(t.nbytes for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
-    return {"model": model, "strategy": strategy, "batch_size": batch_size, "seq_len": seq_len,
-            "checkpointing": checkpointing, "trainable": sum(p.numel() for p in params),
-            "weights_mb": (before_steps - before_build) / MB,
-            "training_mb": (peak - before_steps) / MB, "total_mb": (peak - before_build) / MB,
-            "optimizer_mb": state / MB,  # exp_avg, exp_avg_sq and a step counter per tensor
-            "step_s": statistics.median(times[1:] or times),  # step 1 also allocates the states
-            "method": method}
-
-
-if __name__ == "__main__":
-    print(json.dumps(_measure_here(**json.loads(sys.argv[1]))))

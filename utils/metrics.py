@@ -1,9 +1,8 @@
 """Automatic evaluation metrics: loss/perplexity, n-gram overlap, diversity, poetic form.
 
-Scales: `bleu` and `self_bleu` are sacrebleu's 0-100; every other score is 0-1.
-Text lists must be non-empty lists/tuples of str; hypotheses and references pair by index.
-An empty string is a valid text: it has no n-grams and no lines, so the diversity and form
-scores count it as 0.0. Two empty strings are an exact match; "🙂" and "!!" are not.
+Scales: `bleu`, `self_bleu` are sacrebleu's 0-100, the rest 0-1. Text lists are non-empty lists
+or tuples of str; hypotheses and references pair by index. An empty string is valid (no n-grams,
+no lines: diversity and form score it 0.0); two empty strings match exactly, "🙂" and "!!" don't.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from rouge_score import rouge_scorer
 
-IGNORE_INDEX = -100  # label value that Hugging Face losses (and ours) skip
+from .config import IGNORE_INDEX
+
 _PUNCT = re.compile(r"[^\w\s]")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
 _ALNUM = re.compile(r"[^\W_]+")  # runs of letters and digits in any script

@@ -16,28 +16,18 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config,
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config,
                           GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast)
 
 from .config import Profile, get_profile
+from .model_shapes import (  # noqa: F401  (re-exported: notebooks 04 and 11 import them here)
+    REFERENCE_CONFIGS, count_parameters, count_parameters_from_config, meta_model, reference_config)
 
 # DeepSeek-Coder's special tokens; the tiny-llama tokenizer mimics them (BOS added, pad == eos).
 LLAMA_BOS = "<｜begin▁of▁sentence｜>"
 LLAMA_EOS = "<｜end▁of▁sentence｜>"
 
-# The hub configs of the two real models, copied field by field so that parameter counts
-# and memory estimates work offline (notebooks 04 and 11).
-REFERENCE_CONFIGS = {
-    "gpt2": dict(model_type="gpt2", vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12,
-                 n_head=12, bos_token_id=50256, eos_token_id=50256),
-    "deepseek-coder-1.3b": dict(
-        model_type="llama", vocab_size=32256, hidden_size=2048, intermediate_size=5504,
-        num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
-        max_position_embeddings=16384, rms_norm_eps=1e-6, rope_theta=100000.0,
-        rope_scaling={"type": "linear", "factor": 4.0}, tie_word_embeddings=False,
-        bos_token_id=32013, eos_token_id=32014, hidden_act="silu"),
-}
 
 HUB_HELP = (
     "Could not load {what!r} from the Hugging Face hub ({error}). This profile needs the hub: "
@@ -224,39 +214,6 @@ def trainable_parameter_line(model) -> str:
             f"trainable%: {100 * trainable / total:.4f}")
 
 
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameters; tied weights count once, as in peft's line."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def merge_lora(peft_model):
     """Fold the LoRA adapters into the base weights and drop the wrapper. Notebook 06."""
     return peft_model.merge_and_unload()
-
-
-# ---------------------------------------------------------------- counting offline
-
-
-def reference_config(name: str):
-    """The transformers config of 'gpt2' or 'deepseek-coder-1.3b', built offline."""
-    try:
-        fields = dict(REFERENCE_CONFIGS[name])
-    except KeyError:
-        raise ValueError(f"unknown reference model {name!r}; known: {', '.join(REFERENCE_CONFIGS)}") from None
-    return AutoConfig.for_model(fields.pop("model_type"), **fields)
-
-
-def meta_model(config):
-    """The model of a config on the meta device: shapes without memory, built in milliseconds."""
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
-
-
-def count_parameters_from_config(config) -> int:
-    """Total parameters of the model a config describes, without allocating it. Notebook 04."""
-    if isinstance(config, str):
-        config = reference_config(config)
-    return count_parameters(meta_model(config))[1]

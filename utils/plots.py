@@ -10,7 +10,7 @@ import html
 import math
 from pathlib import Path
 
-from .data import IGNORE_INDEX
+from .config import IGNORE_INDEX
 
 
 def token_length_histograms(lengths_by_name: dict[str, list[int]], max_length: int | None = None,
@@ -102,4 +102,36 @@ def bar_compare(values: dict[str, float], ax=None, title: str = "", ylabel: str 
                     ha="center", va="bottom")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
+    return ax
+
+
+# ---------------------------------------------------------------- human preferences (notebook 09)
+
+
+def plot_win_rates(table, ax=None):
+    """Horizontal bars of each pair's win rate with its bootstrap CI; 0.5 marks a coin flip."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.6 * len(table) + 1.2))
+    labels = [f"{s} vs {o} (n={n})" for s, o, n in zip(table["system"], table["opponent"], table["n"])]
+    errors = [table["win_rate"] - table["ci_low"], table["ci_high"] - table["win_rate"]]
+    ax.barh(labels, table["win_rate"], xerr=errors, capsize=4, color="#8ecae6")
+    ax.axvline(0.5, color="black", linestyle="--", linewidth=1, label="no preference")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("win rate of the first system (ties count half)")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def plot_strengths(strengths, ax=None):
+    """Bars of Bradley-Terry log-strengths (0 = the geometric mean of all systems)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.5 * len(strengths) + 1.2))
+    ordered = strengths.sort_values("log_strength")
+    ax.barh(ordered["system"], ordered["log_strength"], color="#ffb703")
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_xlabel("Bradley-Terry log-strength (difference d: P(win) = 1 / (1 + e^-d))")
     return ax

@@ -11,7 +11,8 @@ import random
 
 import ipywidgets as widgets
 
-from .preferences import append_rating, default_path, pair_items, rating_row
+from .rating_items import pair_items
+from .ratings import append_rating, default_path, rating_row
 
 BUTTONS = {"a": "A is better", "b": "B is better", "tie": "tie", "skip": "skip"}
 _BOX = ("white-space:pre-wrap;font-family:monospace;border:1px solid #ccc;border-radius:4px;"

@@ -20,12 +20,14 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .config import REPO_ROOT, Profile, runs_dir
+from .config import REPO_ROOT, Profile, get_profile, runs_dir
 
 CONFIG, LOG_HISTORY, METRICS, SAMPLES = "config.json", "log_history.json", "metrics.json", "samples.jsonl"
 STAGE1_ADAPTER, MERGED, STAGE2_MODEL = "stage1/adapter", "merged", "stage2/model"
+MODEL_FOLDERS = {"stage2": STAGE2_MODEL, "merged": MERGED}  # full models, newest first
 CHECKPOINTS = {"stage1": "stage1/checkpoints", "stage2": "stage2/checkpoints"}
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -185,12 +187,72 @@ def write_samples(run_dir: Path, model: str, rows: list[dict]) -> Path:
     return write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
-def read_samples(run_dir: Path) -> list[dict]:
-    """Every line of samples.jsonl as a dict (empty list when there is none)."""
-    path = Path(run_dir) / SAMPLES
+def read_samples(run: str | Path) -> list[dict]:
+    """Every JSON-object line of a run's samples.jsonl (give the run folder or the file).
+
+    The one reader of samples files: an empty list when there is none; a line that is not a
+    JSON object (a crash mid-write, a hand edit) is skipped with a warning naming its number.
+    """
+    path = Path(run)
+    path = path / SAMPLES if path.is_dir() else path
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows, skipped = [], []
+    for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict):
+            rows.append(record)
+        else:
+            skipped.append(n)
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} line(s) that are not JSON objects "
+                      f"(lines {skipped[:10]})", stacklevel=2)
+    return rows
+
+
+# ---------------------------------------------------------------- which model a run has
+
+
+def latest_model(run_dir: Path, stages=("stage2", "merged")) -> tuple[str, Path] | None:
+    """(stage, folder) of the newest full model a run saved, trying `stages` in order; else None.
+
+    stage2/model (stage 2's result) comes before merged/ (stage 1 folded into the base).
+    """
+    for stage in stages:
+        folder = Path(run_dir) / MODEL_FOLDERS[stage]
+        if (folder / "config.json").exists():
+            return stage, folder
+    return None
+
+
+def stage1_model_source(run_dir: Path) -> Path | None:
+    """Where stage 2 can start from in a run: its merged model, else its stage-1 adapter, else None."""
+    for sub in (MERGED, STAGE1_ADAPTER):
+        if (Path(run_dir) / sub).exists():
+            return Path(run_dir) / sub
+    return None
+
+
+def final_model_paths(profile: Profile | str | None = None, root=None) -> dict[str, Path]:
+    """{run: folder of its latest model (stage2/model, else merged)} for runs of this profile.
+    Notebook 08."""
+    name, root, found = get_profile(profile).name, Path(root or runs_dir()), {}
+    for run in list_runs(root):
+        try:
+            config = read_json(root / run / CONFIG, {})
+        except (OSError, ValueError):
+            continue  # runs_table warns about broken runs; here they simply have no model
+        if not isinstance(config, dict) or config.get("profile", {}).get("name") != name:
+            continue  # another architecture or tokenizer: not comparable on the same footing
+        model = latest_model(root / run)
+        if model:
+            found[run] = model[1]
+    return found
 
 
 # ---------------------------------------------------------------- the report

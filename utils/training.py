@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import os
-import resource
-import sys
 import time
 
 import torch
 from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
 
-from .config import DecodeConfig, TrainConfig
-from .data import IGNORE_INDEX, SFTCollator, group_texts
+from .config import IGNORE_INDEX, TrainConfig
+from .data import SFTCollator, group_texts
 from .env import pick_device, pick_dtype
+from .memory_measure import peak_memory_mb
+from .metrics import completion_loss
 from .registry import last_checkpoint
 
 # Attention implementations that keep packed examples apart when given position_ids that
@@ -78,14 +78,6 @@ def dtype_name(args: TrainingArguments) -> str:
 
 
 # ---------------------------------------------------------------- callbacks
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by torch (CUDA), else the process's peak resident memory, in MiB."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 class TrainingStatsCallback(TrainerCallback):
@@ -295,24 +287,8 @@ def batches(rows, collator, batch_size: int):
 
 def split_loss(model, rows, pad_token_id: int, batch_size: int = 8) -> float:
     """Mean loss per completion token of encoded rows (utils.metrics.completion_loss)."""
-    from .metrics import completion_loss
-
     # Rows of similar length share a batch, so little is padded; the token-weighted mean does
     # not depend on the order (sample data, batches of 8: the test split pads 12% of positions
     # instead of 29%).
     rows = sorted(rows, key=lambda r: len(r["input_ids"]))
     return completion_loss(model, list(batches(rows, SFTCollator(pad_token_id), batch_size)))
-
-
-# ---------------------------------------------------------------- generation
-
-
-def generate_texts(model, tokenizer, prompts, decode: DecodeConfig, seed: int = 42) -> list[str]:
-    """Continue each prompt with the profile's decoding settings; the same seed, the same text.
-
-    One prompt per batch, reseeded before each, so a prompt's text does not depend on the
-    prompts before it; the model's own generation_config is left as it was.
-    """
-    from .evaluation import generate_batched
-
-    return generate_batched(model, tokenizer, prompts, decode, seed=seed, batch_size=1)

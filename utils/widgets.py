@@ -8,10 +8,10 @@ parts as attributes, so tests can set values and press `button.click()` without 
 from __future__ import annotations
 
 import ipywidgets as widgets
-import torch
 
 from .config import DecodeConfig, get_profile
-from .decoding import check_settings, context_length, encode_prompt
+from .decoding import context_length
+from .generation import generate_batched
 
 WIDE = widgets.Layout(width="95%")
 LABEL = {"description_width": "initial"}  # show the full argument names
@@ -21,14 +21,11 @@ LABEL = {"description_width": "initial"}  # show the full argument names
 
 
 def generate_text(model, tokenizer, prompt: str, **settings) -> str:
-    """The continuation of a prompt under the given `generate` settings (new text only)."""
-    check_settings(**{k: v for k, v in settings.items() if k != "do_sample"})
-    ids = encode_prompt(tokenizer, prompt, settings["max_new_tokens"], context_length(model))
-    ids = ids.to(model.device)
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                             pad_token_id=tokenizer.pad_token_id, **settings)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    """The continuation of a prompt under the given `generate` settings (new text only).
+
+    Not reseeded: every click samples afresh (utils.generation.generate_batched with seed=None).
+    """
+    return generate_batched(model, tokenizer, [prompt], settings, seed=None, batch_size=1)[0]
 
 
 class GenerationPlayground:

@@ -1,0 +1,127 @@
+"""utils.registry: run folders, atomic files, which model a run has, the samples reader, the report."""
+
+import json
+
+import pytest
+
+from utils import registry
+from utils.config import get_profile
+
+
+def _fake_run(root, name, metrics):
+    registry.write_config(root / name, get_profile("tiny"))
+    (root / name / registry.METRICS).write_text(json.dumps(metrics))
+    return root / name
+
+
+def test_latest_model_prefers_stage2_and_stage1_source_prefers_merged(tmp_path):
+    run = _fake_run(tmp_path, "r", {})
+    assert registry.latest_model(run) is None and registry.stage1_model_source(run) is None
+    (run / registry.STAGE1_ADAPTER).mkdir(parents=True)
+    assert registry.stage1_model_source(run) == run / registry.STAGE1_ADAPTER
+    (run / registry.MERGED).mkdir()
+    (run / registry.MERGED / "config.json").write_text("{}")
+    assert registry.stage1_model_source(run) == run / registry.MERGED
+    assert registry.latest_model(run) == ("merged", run / registry.MERGED)
+    (run / registry.STAGE2_MODEL).mkdir(parents=True)
+    assert registry.latest_model(run) == ("merged", run / registry.MERGED)  # no config.json yet
+    (run / registry.STAGE2_MODEL / "config.json").write_text("{}")
+    assert registry.latest_model(run) == ("stage2", run / registry.STAGE2_MODEL)
+    assert registry.latest_model(run, stages=("merged",)) == ("merged", run / registry.MERGED)
+
+
+def test_read_samples_skips_lines_that_are_not_json_objects(tmp_path):
+    good = {"model": "stage2", "prompt": "rain", "generation": "wet"}
+    (tmp_path / registry.SAMPLES).write_bytes(
+        (json.dumps(good) + "\n{not json\n[1, 2]\n\n").encode() + b"\xff\xfe\n")
+    with pytest.warns(UserWarning, match=r"skipped 3 line\(s\).*\[2, 3, 5\]"):
+        assert registry.read_samples(tmp_path) == [good]  # the run folder ...
+    with pytest.warns(UserWarning):
+        assert registry.read_samples(tmp_path / registry.SAMPLES) == [good]  # ... or the file
+    assert registry.read_samples(tmp_path / "missing") == []
+
+
+def test_final_model_paths_finds_the_latest_model_of_runs_of_this_profile(tmp_path):
+    for name in ("both", "merged-only", "no-model"):
+        _fake_run(tmp_path, name, {})
+    for sub in ("both/stage2/model", "both/merged", "merged-only/merged"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "config.json").write_text("{}")
+    other = tmp_path / "llama-run"
+    registry.write_config(other, get_profile("tiny-llama"))
+    (other / "merged").mkdir()
+    (other / "merged" / "config.json").write_text("{}")
+    _fake_run(tmp_path, "corrupt", {})
+    (tmp_path / "corrupt" / registry.CONFIG).write_text("{not json")
+    assert registry.final_model_paths("tiny", tmp_path) == {
+        "both": tmp_path / "both" / "stage2" / "model", "merged-only": tmp_path / "merged-only" / "merged"}
+    assert registry.final_model_paths("tiny-llama", tmp_path) == {"llama-run": other / "merged"}
+
+
+def test_json_is_written_atomically(tmp_path):
+    path = registry.write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    registry.write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_metrics_sections_merge_instead_of_replacing(tmp_path):
+    registry.update_metrics(tmp_path, "stage2", {"train_loss": 1.0})
+    registry.update_metrics(tmp_path, "eval", {"test_loss": 2.0})
+    registry.update_metrics(tmp_path, "eval", {"bleu": 3.0})  # another developer's metric
+    assert registry.read_json(tmp_path / "metrics.json") == {
+        "stage2": {"train_loss": 1.0}, "eval": {"test_loss": 2.0, "bleu": 3.0}}
+
+
+def test_samples_of_one_model_replace_only_that_models_lines(tmp_path):
+    registry.write_samples(tmp_path, "stage1", [{"prompt": "a", "generation": "b"}])
+    registry.write_samples(tmp_path, "stage2", [{"prompt": "c", "generation": "d"}])
+    registry.write_samples(tmp_path, "stage1", [{"prompt": "e", "generation": "f"}])
+    assert [(s["model"], s["prompt"]) for s in registry.read_samples(tmp_path)] == [
+        ("stage2", "c"), ("stage1", "e")]
+
+
+def test_existing_run_is_refused_without_overwrite(tmp_path):
+    run = tmp_path / "run"
+    registry.prepare_run_dir(run)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(registry.RunExistsError, match="--overwrite"):
+        registry.prepare_run_dir(run)
+    registry.prepare_run_dir(run, resume=True)
+    assert (run / "metrics.json").exists()  # resume keeps the results
+    registry.prepare_run_dir(run, overwrite=True)
+    assert list(run.iterdir()) == []
+
+
+def test_run_names_must_be_plain_folder_names(tmp_path):
+    for bad in ("../elsewhere", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="plain folder name"):
+            registry.run_path(bad, tmp_path)
+
+
+def test_missing_run_is_reported_with_the_runs_there_are(tmp_path):
+    registry.write_json_atomic(tmp_path / "first" / "config.json", {})
+    with pytest.raises(registry.RunNotFoundError, match=r"'nope' not found .*existing runs: first"):
+        registry.find_run("nope", tmp_path)
+
+
+def test_last_checkpoint_skips_one_cut_off_mid_save(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert registry.last_checkpoint(tmp_path).endswith("checkpoint-4")
+    assert registry.last_checkpoint(tmp_path / "none") is None
+
+
+def test_git_commit_is_read_without_git():
+    commit = registry.git_commit()
+    assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
+
+
+def test_seed_table_has_the_seeds_columns():
+    table = registry.seed_table({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 16,
+                                 "epochs": 5.0, "learning_rate": 3e-5, "train_loss": 2.5,
+                                 "val_loss": 2.75, "test_loss": 2.8})
+    assert table.splitlines()[0].startswith("| batch | accumulation | epochs | learning rate")
+    assert table.splitlines()[2] == "| 2 | 16 | 5 | 3e-05 | 2.5 | 2.75 | 2.8 |"

@@ -1,0 +1,61 @@
+"""utils.runs: the run registry as one table in the seed's format."""
+
+import json
+import math
+
+import pytest
+
+from utils import registry, runs
+from utils.config import get_profile
+
+
+def _fake_run(root, name, metrics, experiment="", lr=1e-4, batch=2, accumulation=4, epochs=1.0):
+    profile = get_profile("tiny").replace(stage2={"learning_rate": lr, "per_device_train_batch_size": batch,
+                                                  "gradient_accumulation_steps": accumulation,
+                                                  "num_train_epochs": epochs})
+    run_dir = root / name
+    registry.write_config(run_dir, profile, experiment=experiment)
+    if metrics is not None:
+        (run_dir / registry.METRICS).write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    return run_dir
+
+
+def test_runs_table_reads_fake_runs_and_skips_broken_ones(tmp_path):
+    _fake_run(tmp_path, "a-run", {"stage2": {"train_loss": 2.5, "val_loss": 2.75, "test_loss": 3.0,
+                                             "epochs": 0.5, "global_step": 4, "learning_rate": 1e-4,
+                                             "per_device_train_batch_size": 2,
+                                             "gradient_accumulation_steps": 4}},
+              experiment="gpt2-b2-acc4-e1-lr1e-4")
+    _fake_run(tmp_path, "b-run", {"stage1": {"train_loss": 9.0},
+                                  "eval": {"bleu": 12.5, "rhyme_rate": 0.25, "loss": 1.5}},
+              lr=5e-5, batch=4, accumulation=8, epochs=3)
+    _fake_run(tmp_path, "c-missing", None)
+    _fake_run(tmp_path, "d-corrupt", '{"stage2": {"train_loss": 1.0')
+    _fake_run(tmp_path, "f-mistyped", {"stage2": [1.0, 2.0]})
+    (tmp_path / "e-no-config").mkdir()  # not a run: no warning, no row
+    with pytest.warns(runs.BrokenRunWarning) as caught:
+        table = runs.runs_table(tmp_path)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 3
+    assert "'c-missing'" in messages[0] and "metrics.json is missing" in messages[0]
+    assert "'d-corrupt'" in messages[1]
+    assert "'f-mistyped'" in messages[2] and "metrics.json['stage2'] holds list" in messages[2]
+    assert list(table["run"]) == ["a-run", "b-run"]
+    a, b = table.iloc[0], table.iloc[1]
+    assert (a["experiment"], a["model"], a["batch"], a["accumulation"]) == (
+        "gpt2-b2-acc4-e1-lr1e-4", "tiny gpt2 (random init)", 2, 4)
+    assert (a["epochs"], a["learning rate"], a["training loss"], a["val loss"]) == (0.5, 1e-4, 2.5, 2.75)
+    assert (a["test loss"], a["perplexity"], a["effective batch"], a["steps"]) == (3.0, math.exp(3.0), 8, 4)
+    assert a["val perplexity"] == math.exp(2.75)
+    # b has no stage 2: hyperparameters from config.json, losses NaN, test loss from its eval
+    assert (b["batch"], b["accumulation"], b["epochs"], b["learning rate"]) == (4, 8, 3, 5e-5)
+    assert math.isnan(b["training loss"]) and math.isnan(b["val loss"])
+    assert (b["test loss"], b["bleu"], b["rhyme_rate"], b["stages"]) == (1.5, 12.5, 0.25, "stage1,eval")
+    assert math.isnan(a["bleu"])
+    assert set(table["source"]) == {"measured here"}
+
+
+def test_runs_table_of_an_empty_registry_has_the_seed_columns(tmp_path):
+    table = runs.runs_table(tmp_path / "nothing-here")
+    assert len(table) == 0
+    assert set(runs.SEED_COLUMNS) <= set(table.columns)

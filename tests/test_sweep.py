@@ -1,0 +1,65 @@
+"""utils.sweep: each experiment trained through the pipeline's Python API, never overwriting a run."""
+
+import json
+
+import pytest
+
+from utils import registry, runs, stages, sweep
+
+
+def test_unknown_experiment_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment 'gpt2-huge'.*gpt2-b2-acc4-e1-lr1e-4"):
+        sweep.run_sweep("tiny", ["gpt2-huge"], tmp_path)
+
+
+def test_deepseek_experiment_on_a_gpt2_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs a llama profile.*gpt2-b2-acc4-e1-lr1e-4"):
+        sweep.run_sweep("tiny", ["deepseek-b2-acc4-e1-lr1e-4"], tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_sweep_never_overwrites_a_run(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_stage2(ctx):  # stands in for training: records what it was given
+        seen.append((ctx.run_dir.name, ctx.profile.stage2))
+        registry.update_metrics(ctx.run_dir, "stage2", {"val_loss": 1.0})
+
+    monkeypatch.setitem(stages.STAGES, "stage2", fake_stage2)
+    name = "gpt2-b2-acc4-e1-lr1e-4"
+    assert sweep.run_sweep("tiny", [name], tmp_path, max_steps=1) == [name]
+    again = sweep.run_sweep("tiny", [name], tmp_path, max_steps=1, overrides={"learning_rate": 3e-4})
+    assert again == [f"{name}-v2"]
+    assert sweep.run_sweep("tiny", [name], tmp_path, max_steps=1) == [f"{name}-v3"]
+    assert sorted(registry.list_runs(tmp_path)) == [name, f"{name}-v2", f"{name}-v3"]
+    first, second = seen[0][1], seen[1][1]
+    assert (first.per_device_train_batch_size, first.gradient_accumulation_steps,
+            first.learning_rate, first.max_steps) == (2, 4, 1e-4, 1)
+    assert second.learning_rate == 3e-4
+    config = json.loads((tmp_path / f"{name}-v2" / registry.CONFIG).read_text())
+    assert config["experiment"] == name
+    assert config["overrides"]["learning_rate"] == 3e-4
+    assert config["profile"]["stage2"]["learning_rate"] == 3e-4
+    assert json.loads((tmp_path / name / registry.METRICS).read_text()) == {"stage2": {"val_loss": 1.0}}
+
+
+def test_run_sweep_trains_through_the_pipeline_stage2(tmp_path):
+    name = "gpt2-b2-acc4-e1-lr1e-4"
+    assert sweep.run_sweep("tiny", [name], tmp_path, max_steps=1, max_rows=8) == [name]
+    stage2 = json.loads((tmp_path / name / registry.METRICS).read_text())["stage2"]
+    assert (stage2["per_device_train_batch_size"], stage2["gradient_accumulation_steps"],
+            stage2["learning_rate"], stage2["global_step"]) == (2, 4, 1e-4, 1)
+    assert (tmp_path / name / registry.STAGE2_MODEL / "model.safetensors").exists()
+    history = runs.read_log_history(name, tmp_path)
+    assert history[-1]["step"] == 1
+    row = runs.runs_table(tmp_path).iloc[0]
+    assert (row["experiment"], row["val loss"]) == (name, stage2["val_loss"])
+
+
+def test_new_run_name_counts_up(tmp_path):
+    assert sweep.new_run_name("x", tmp_path) == "x"
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x-v2").mkdir()
+    assert sweep.new_run_name("x", tmp_path) == "x-v3"
+    with pytest.raises(ValueError, match="plain folder name"):
+        sweep.new_run_name("../x", tmp_path)

@@ -1,0 +1,80 @@
+"""Did the run learn? The numbers of metrics.json["learning"], for base, stage 1 and stage 2.
+
+- `pocket_val_loss`: the base's loss on the held-out 5% of the pretraining corpus (pocket base);
+- `poem_loss`: loss on held-out poems, every token (what stage 1 trains);
+- `completion_loss`: loss on the instruction test split, completion tokens only (stage 2);
+- `eos_rate` / `user_turn_rate`: the share of greedy answers to held-out instruction prompts
+  that end with EOS within the token budget, and that start a new `User:` turn.
+
+Notebooks 06-08 show them; the forgetting check is poem_loss after stage 2 against stage 1.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .decoding import context_length
+
+USER_TURN = re.compile(r"(^|\n)\s*User:")
+
+
+@torch.no_grad()
+def block_loss(model, rows: list[dict], batch_size: int = 8) -> float:
+    """Mean next-token loss (nats per predicted token) of packed, unpadded blocks."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for start in range(0, len(rows), batch_size):
+        ids = torch.tensor([r["input_ids"] for r in rows[start:start + batch_size]], device=device)
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+        n = ids.numel() - len(ids)
+        total, count = total + loss.item() * n, count + n
+    model.train(was_training)
+    if not count:
+        raise ValueError("no blocks to score: the held-out texts are shorter than one block")
+    return total / count
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts, max_new_tokens: int, repetition_penalty: float = 1.0,
+                   batch_size: int = 8):
+    """(text, ended_with_eos) of greedy (argmax) continuations in left-padded batches.
+
+    `repetition_penalty` > 1 divides the logits of tokens already seen (the profile's decoding
+    uses the seed's 1.1): without it a small model's argmax often loops on one line forever.
+    """
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # every prompt ends where generation continues
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    answers = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
+                              padding=True).to(device)
+            room = context_length(model) - batch["input_ids"].shape[1]  # prompt + answer must fit
+            out = model.generate(**batch, do_sample=False, num_beams=1,
+                                 max_new_tokens=min(max_new_tokens, room),
+                                 repetition_penalty=repetition_penalty, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id)
+            for row in out[:, batch["input_ids"].shape[1]:].tolist():
+                ended = tokenizer.eos_token_id in row
+                kept = row[:row.index(tokenizer.eos_token_id)] if ended else row
+                answers.append((tokenizer.decode(kept, skip_special_tokens=True), ended))
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return answers
+
+
+def response_rates(answers) -> dict:
+    """eos_rate and user_turn_rate of greedy answers (each a share in 0..1)."""
+    if not answers:
+        raise ValueError("no answers to rate: pass at least one prompt")
+    n = len(answers)
+    return {"eos_rate": sum(ended for _, ended in answers) / n,
+            "user_turn_rate": sum(bool(USER_TURN.search(text)) for text, _ in answers) / n}

@@ -1,0 +1,106 @@
+"""Run options: what a pipeline run takes, as typed dataclasses whose field help is the CLI's help.
+
+`python -m utils.pipeline` parses its flags into a RunSpec (which profile, stages and run
+folder) and RunOptions (how the run goes); notebooks and the sweep build the same dataclasses
+and call `utils.pipeline.run`, never a command line. Each field's `help` metadata is the text
+of its `--flag`, so the two cannot drift apart. Introduced in the README's quickstart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from .config import CONTAMINATION_DROPS, PROFILES, Profile
+
+STAGE_NAMES = ("data", "stage1", "merge", "stage2", "evaluate", "report")  # the order they run in
+PACKING = ("auto", "on", "off")
+
+
+def _flag(default, help: str, **argparse_kwargs):
+    """A dataclass field whose metadata becomes its command-line flag (help, choices, ...)."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Which profile, which stages and which run folder (the CLI's part; the API takes them apart)."""
+
+    profile: str | None = _flag(None, f"one of {', '.join(PROFILES)} (default: $POET_PROFILE or tiny)")
+    stages: str = _flag(",".join(STAGE_NAMES), f"comma-separated, from: {', '.join(STAGE_NAMES)}")
+    run_name: str | None = _flag(None, "folder under runs/ (default: <profile>-<date>-<time>)")
+    runs_dir: str | None = _flag(None, "where run folders live (default: $POET_RUNS_DIR or runs/)")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run goes: resuming, where stage 2 starts, hyperparameter overrides, sizes."""
+
+    overwrite: bool = _flag(False, "delete an existing run folder of the same name first")
+    resume: bool = _flag(False, "continue an existing run folder; training stages restart from "
+                                "their last checkpoint")
+    from_run: str | None = _flag(None, "stage 2 starts from this run's stage 1 (merged) model")
+    epochs: float | None = _flag(None, "num_train_epochs of both stages (clears max_steps)")
+    max_steps: int | None = _flag(None, "optimizer steps of each training stage")
+    learning_rate: float | None = _flag(None, "learning rate of each training stage")
+    save_steps: int | None = _flag(None, "checkpoint every N steps (default: eval_steps)")
+    packing: str = _flag("auto", "stage 2 batches: pack examples where attention keeps them "
+                                 "apart (auto), or pad", choices=PACKING)
+    num_samples: int = _flag(4, "sample generations written to samples.jsonl")
+    max_rows: int | None = _flag(None, "use at most N rows of every split (smoke runs)")
+    data_dir: str | None = _flag(None, "local copies of both datasets (parquet, jsonl or csv)")
+    drop_contaminated: str | None = _flag(
+        None, "drop stage-1 poems or stage-2 rows that overlap the other dataset (default: none)",
+        choices=CONTAMINATION_DROPS)
+
+    def __post_init__(self):
+        if self.packing not in PACKING:
+            raise ValueError(f"packing must be one of {', '.join(PACKING)}, got {self.packing!r}")
+
+    def apply(self, profile: Profile) -> Profile:
+        """The profile with epochs, max_steps and learning_rate applied to both stages, and the
+        data options (local copies, contamination drops) to its data."""
+        changes = {}
+        if self.epochs is not None:
+            changes.update(num_train_epochs=self.epochs, max_steps=-1)
+        if self.max_steps is not None:
+            changes["max_steps"] = self.max_steps
+        if self.learning_rate is not None:
+            changes["learning_rate"] = self.learning_rate
+        profile = profile.replace(stage1=changes, stage2=changes) if changes else profile
+        data = {k: v for k, v in (("data_dir", self.data_dir),
+                                  ("drop_contaminated", self.drop_contaminated)) if v is not None}
+        return profile.replace(data=data) if data else profile
+
+
+def check_stages(names) -> list[str]:
+    """Stage names (a list, or a comma-separated string), or a ValueError naming the valid ones."""
+    names = [s.strip() for s in (names.split(",") if isinstance(names, str) else names) if s.strip()]
+    for name in names:
+        if name not in STAGE_NAMES:
+            raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGE_NAMES)}")
+    if not names:
+        raise ValueError(f"no stage given; valid stages: {', '.join(STAGE_NAMES)}")
+    return names
+
+
+# ---------------------------------------------------------------- dataclass <-> argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One `--field-name` flag per field of a dataclass, typed and helped by the field itself."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, extra = "--" + f.name.replace("_", "-"), dict(f.metadata)
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action="store_true", **extra)
+            continue
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        parser.add_argument(flag, type=kind, default=f.default, **extra)
+
+
+def from_namespace(cls, args: argparse.Namespace):
+    """An instance of a dataclass from the parsed flags that add_arguments made for it."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,72 @@
+"""The models between the pipeline's stages: where stage 2 starts and which model is evaluated.
+
+The run registry (utils/registry.py) answers which model a run has on disk; these helpers
+load it, or take the one a previous stage left in `ctx.models`. Used by utils/stages.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+
+from . import registry
+from .modeling import load_model, merge_lora
+from .run_context import Context
+
+
+def stage1_run(ctx: Context) -> Path:
+    """The run whose stage 1 feeds this one: options.from_run, else this run."""
+    if ctx.options.from_run:
+        return registry.find_run(ctx.options.from_run, ctx.run_dir.parent)
+    return ctx.run_dir
+
+
+def load_adapter_model(ctx: Context, run_dir: Path):
+    """Base model + the LoRA adapter saved by stage 1 of `run_dir`."""
+    adapter = run_dir / registry.STAGE1_ADAPTER
+    if not (adapter / "adapter_config.json").exists():
+        raise registry.RunNotFoundError(
+            f"run {run_dir.name!r} has no stage 1 adapter ({adapter} is missing); run "
+            f"`python -m utils.pipeline --run-name {run_dir.name} --stages data,stage1` first")
+    return PeftModel.from_pretrained(load_model(ctx.profile, tokenizer=ctx.tokenizer()), str(adapter))
+
+
+def stage2_start(ctx: Context):
+    """(model, description) stage 2 starts from: merged in memory, on disk, from_run, or base."""
+    if ctx.models.merged is not None:
+        model, ctx.models.merged = ctx.models.merged, None
+        return model, "the merged stage-1 model"
+    run = stage1_run(ctx)
+    source = registry.stage1_model_source(run)
+    if source is None and ctx.options.from_run:
+        raise registry.RunNotFoundError(
+            f"run {run.name!r} has no stage 1 model (neither {registry.MERGED}/ nor "
+            f"{registry.STAGE1_ADAPTER}/); run `python -m utils.pipeline --run-name {run.name} "
+            "--stages data,stage1,merge` first")
+    if source is None:
+        print("note: no stage 1 in this run and no --from-run: stage 2 starts from the base model")
+        return load_model(ctx.profile, tokenizer=ctx.tokenizer()), "the base model"
+    if source.name == registry.MERGED:
+        return load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=source), str(source)
+    return merge_lora(load_adapter_model(ctx, run)), f"{source} (merged now)"
+
+
+def final_model(ctx: Context):
+    """(model, name) of the latest model of this run: stage 2, else merged, else the base model."""
+    if ctx.models.stage2 is not None:
+        return ctx.models.stage2, "stage2"
+    found = registry.latest_model(ctx.run_dir)
+    if found:
+        stage, folder = found
+        return load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=folder), stage
+    return load_model(ctx.profile, tokenizer=ctx.tokenizer()), "base"
+
+
+def probe_batch(ctx: Context, device) -> dict:
+    """Two validation poems' first 32 tokens: a fixed batch to compare logits on."""
+    tok = ctx.tokenizer()
+    ids = [tok(text)["input_ids"][:32] for text in ctx.data().poems["validation"][:2]]
+    width = min(len(i) for i in ids)
+    return {"input_ids": torch.tensor([i[:width] for i in ids], device=device)}

@@ -1,0 +1,96 @@
+"""The run registry as a table: one row per run folder in the seed's format. Notebooks 08 and 10.
+
+`runs_table` reads every run's config.json and metrics.json (utils/registry.py writes them);
+a broken run folder is skipped with a BrokenRunWarning instead of failing the whole table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from . import registry
+from .config import runs_dir
+from .evaluation import EVAL_KEYS
+
+SEED_COLUMNS = ("model", "batch", "accumulation", "epochs", "learning rate", "training loss",
+                "val loss")
+
+
+class BrokenRunWarning(UserWarning):
+    """A run folder whose metrics.json or config.json is missing or unreadable; it is skipped."""
+
+
+def _read_json_strict(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path.name} is missing")
+    data = json.loads(path.read_text(encoding="utf-8"))  # JSONDecodeError is a ValueError
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _model_label(profile: dict) -> str:
+    model = profile.get("model", {})
+    return model.get("model_name_or_path") or f"tiny {model.get('architecture', '?')} (random init)"
+
+
+def _section(data: dict, key: str, filename: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{filename}[{key!r}] holds {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def run_row(run_dir: Path) -> dict:
+    """One run as a row in the seed's format (plus test loss, perplexity, eval metrics). Notebook 10."""
+    config = _read_json_strict(run_dir / registry.CONFIG)
+    metrics = _read_json_strict(run_dir / registry.METRICS)
+    profile = _section(config, "profile", registry.CONFIG)
+    cfg = _section(profile, "stage2", registry.CONFIG)
+    s2, ev = _section(metrics, "stage2", registry.METRICS), _section(metrics, "eval", registry.METRICS)
+    test_loss = _number(s2.get("test_loss", ev.get("loss")))
+    row = {"run": run_dir.name, "experiment": config.get("experiment", ""),
+           "profile": profile.get("name"), "model": _model_label(profile),
+           "batch": s2.get("per_device_train_batch_size", cfg.get("per_device_train_batch_size")),
+           "accumulation": s2.get("gradient_accumulation_steps", cfg.get("gradient_accumulation_steps")),
+           "epochs": s2.get("epochs", cfg.get("num_train_epochs")),
+           "learning rate": s2.get("learning_rate", cfg.get("learning_rate")),
+           "training loss": _number(s2.get("train_loss")), "val loss": _number(s2.get("val_loss")),
+           "val perplexity": math.exp(_number(s2.get("val_loss"))),  # exp(nan) is nan
+           "test loss": test_loss, "perplexity": math.exp(test_loss),
+           "steps": _number(s2.get("global_step")), "stages": ",".join(metrics)}
+    row["effective batch"] = (row["batch"] or 0) * (row["accumulation"] or 0) or math.nan
+    row.update({key: ev[key] for key in EVAL_KEYS if key in ev and key != "perplexity"})
+    return row
+
+
+def runs_table(root=None) -> pd.DataFrame:
+    """Every run of the registry as one row; broken run folders are skipped with a warning.
+    Notebooks 08 and 10."""
+    root = Path(root or runs_dir())
+    rows = []
+    for name in registry.list_runs(root):
+        try:
+            rows.append(run_row(root / name))
+        except (OSError, ValueError, TypeError) as error:  # missing, corrupt or mistyped files
+            warnings.warn(f"skipping run {name!r} in {root}: {error}", BrokenRunWarning, stacklevel=2)
+    columns = ["run", "experiment", "profile", *SEED_COLUMNS, "val perplexity", "effective batch",
+               "steps", "test loss", "perplexity", "stages"]
+    columns += [k for k in EVAL_KEYS if k not in columns and any(k in r for r in rows)]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.assign(source="measured here")
+
+
+def read_log_history(run: str, root=None, stage: str = "stage2") -> list[dict]:
+    """The Trainer log entries of one stage of a run (empty list when there are none). Notebook 10."""
+    histories = registry.read_json(registry.find_run(run, root) / registry.LOG_HISTORY, {})
+    return histories.get(stage, [])

@@ -1,0 +1,199 @@
+"""The pipeline's stages, each a function `stage(ctx)`: data, stage1, merge, stage2, evaluate, report.
+
+data prepares and reports both datasets; stage1 trains LoRA on poems (notebook 06); merge
+folds the adapter into the weights; stage2 fine-tunes every weight on instructions
+(notebook 07); evaluate scores the final model on the test split (notebook 08); report writes
+report.md. Each writes its numbers to the run folder (utils/registry.py) and hands its model
+to the next through `ctx.models`. utils/pipeline.py runs them in order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import registry
+from .data import SFTCollator, encode_pairs
+from .env import set_seed
+from .evaluation import EVAL_MAX_EXAMPLES, evaluate_model
+from .generation import generate_texts
+from .metrics import perplexity_from_loss
+from .modeling import apply_lora, count_parameters, load_model, merge_lora, trainable_parameter_line
+from .options import STAGE_NAMES
+from .plots import save_loss_curves
+from .run_context import Context
+from .run_models import final_model, load_adapter_model, probe_batch, stage1_run, stage2_start
+from .training import build_trainer, lm_blocks, split_loss, stage2_collator, train
+
+
+def stage_data(ctx: Context) -> None:
+    """Load, clean, split and tokenize-check both datasets; print and save the data report."""
+    prepared = ctx.data()
+    print_data_report(prepared.report)
+    if ctx.is_main:
+        ctx.save_json("data_report.json", prepared.report)
+
+
+def print_data_report(report: dict) -> None:
+    """A short human-readable summary of prepare_data's report."""
+    p, ins = report["poems"], report["instructions"]
+    print(f"poems: {p['rows_read']} read, {p['blank_rows_dropped']} blank rows, "
+          f"{p['empty_poems_dropped']} empty and "
+          f"{p['duplicates_dropped']} duplicates dropped, {p['rows_kept']} kept "
+          f"-> train {p['train']} / validation {p['validation']}")
+    print(f"instructions read: {ins['rows_read']}")
+    for row in ins["leakage"]:
+        print(f"  leakage {row['split_a']}/{row['split_b']}: {row['shared_exact']} exact, "
+              f"{row['shared_normalised']} after normalising")
+    print(f"  duplicates removed: {ins['duplicates_removed']}")
+    print(f"  over max_length={ins['max_length']} dropped: {ins['over_max_length_dropped']}")
+    print(f"  no Assistant turn dropped: {ins['no_assistant_dropped']}")
+    print(f"instructions kept: {ins['rows_kept']}")
+    print(f"contamination (stage-2 answers overlapping stage-1 poems): {report['contamination']}")
+
+
+def stage_stage1(ctx: Context) -> None:
+    """LoRA domain adaptation on packed blocks of poems; saves the adapter (notebook 06)."""
+    tok, poems, profile = ctx.tokenizer(), ctx.data().poems, ctx.profile
+    block = profile.data.max_length
+    train_rows, info = lm_blocks(poems["train"], tok, block)
+    val_rows, val_info = lm_blocks(poems["validation"], tok, block)
+    print(f"{info['tokens']:,} training tokens -> {info['blocks']} blocks of {block}; "
+          f"the last {info['dropped_tokens']} tokens do not fill a block and are dropped")
+    model = load_model(profile, tokenizer=tok)
+    set_seed(profile.stage1.seed)  # LoRA's A matrices start random: the same seed, the same start
+    model = apply_lora(model, profile)
+    print(trainable_parameter_line(model))
+    trainer = build_trainer(model, profile.stage1, ctx.run_dir / registry.CHECKPOINTS["stage1"],
+                            train_rows, val_rows, SFTCollator(tok.pad_token_id), tok,
+                            save_steps=ctx.options.save_steps)
+    summary = train(trainer, resume=ctx.options.resume)
+    ctx.models.stage1 = model
+    if not ctx.is_main:
+        return
+    trainable, total = count_parameters(model)
+    # The Trainer evaluates at the last step (PoetTrainer.evaluate: loss per token); only a run
+    # resumed after its end has no such entry and computes it here.
+    val_loss = summary.pop("last_eval_loss") or split_loss(model, val_rows, tok.pad_token_id)
+    metrics = {"trainable_params": trainable, "all_params": total,
+               "train_loss": summary.pop("train_loss"), "val_loss": val_loss,
+               "train_blocks": info["blocks"], "validation_blocks": val_info["blocks"],
+               "block_size": block, "dropped_tokens": info["dropped_tokens"], **summary}
+    model.save_pretrained(ctx.run_dir / registry.STAGE1_ADAPTER)
+    tok.save_pretrained(ctx.run_dir / registry.STAGE1_ADAPTER)
+    registry.save_log_history(ctx.run_dir, "stage1", trainer.state.log_history)
+    registry.update_metrics(ctx.run_dir, "stage1", metrics)
+    prompts = [poem.split("\n")[0] + "\n" for poem in poems["validation"][:ctx.options.num_samples]]
+    write_generations(ctx, model, "stage1", [{"prompt": p} for p in prompts])
+    print(f"stage 1: train loss {metrics['train_loss']:.4f}, validation loss {metrics['val_loss']:.4f}")
+
+
+def stage_merge(ctx: Context) -> None:
+    """Fold the stage-1 adapter into the base weights and save the merged model (notebook 06)."""
+    peft_model = ctx.models.stage1 or load_adapter_model(ctx, stage1_run(ctx))
+    ctx.models.stage1 = None
+    peft_model.eval()
+    probe = probe_batch(ctx, peft_model.device)
+    with torch.no_grad():
+        before = peft_model(**probe).logits
+        merged = merge_lora(peft_model)
+        difference = (merged(**probe).logits - before).abs().max().item()
+    print(f"merged: largest logit change {difference:.2e} (only float rounding should remain)")
+    ctx.models.merged = merged
+    if ctx.is_main:
+        merged.save_pretrained(ctx.run_dir / registry.MERGED)
+        ctx.tokenizer().save_pretrained(ctx.run_dir / registry.MERGED)
+        registry.update_metrics(ctx.run_dir, "merge", {"max_abs_logit_difference": difference,
+                                                       "path": registry.MERGED})
+
+
+def stage_stage2(ctx: Context) -> None:
+    """Full fine-tuning on poetry instructions, loss on completion tokens only (notebook 07)."""
+    tok, profile = ctx.tokenizer(), ctx.profile
+    model, source = stage2_start(ctx)
+    model.requires_grad_(True)  # every weight trains
+    trainable, total = count_parameters(model)
+    print(f"stage 2 starts from {source}; trainable params: {trainable:,d} of {total:,d}")
+    rows = {split: encode_pairs(pairs, tok, profile.data.max_length)[0]
+            for split, pairs in ctx.data().instructions.items()}
+    collator = stage2_collator(model, tok, ctx.options.packing)
+    packing = type(collator).__name__ != "SFTCollator"
+    print(f"batches: {'packed (position_ids restart per example)' if packing else 'dynamic padding'}"
+          f" with attn_implementation={model.config._attn_implementation}")
+    trainer = build_trainer(model, profile.stage2, ctx.run_dir / registry.CHECKPOINTS["stage2"],
+                            rows["train"], rows["validation"], collator, tok,
+                            save_steps=ctx.options.save_steps)
+    summary = train(trainer, resume=ctx.options.resume)
+    trainer.save_model(str(ctx.run_dir / registry.STAGE2_MODEL))  # writes on the main process only
+    ctx.models.stage2 = model
+    if not ctx.is_main:
+        return
+    losses = split_losses(ctx, model, ("test",))
+    val_loss = summary.pop("last_eval_loss") or split_losses(ctx, model, ("validation",))["validation_loss"]
+    cfg = profile.stage2
+    metrics = {"train_loss": summary.pop("train_loss"), "val_loss": val_loss,
+               "test_loss": losses["test_loss"], "test_perplexity": losses["test_perplexity"],
+               **summary, "packing": packing, "start_model": source,
+               "trainable_params": trainable, "all_params": total,
+               "per_device_train_batch_size": cfg.per_device_train_batch_size,
+               "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+               "world_size": trainer.args.world_size, "epochs": round(trainer.state.epoch, 3),
+               "learning_rate": cfg.learning_rate}
+    registry.save_log_history(ctx.run_dir, "stage2", trainer.state.log_history)
+    registry.update_metrics(ctx.run_dir, "stage2", metrics)
+    print(f"stage 2: train {metrics['train_loss']:.4f}, validation {metrics['val_loss']:.4f}, "
+          f"test {metrics['test_loss']:.4f} (perplexity {metrics['test_perplexity']:.1f})")
+
+
+def stage_evaluate(ctx: Context) -> None:
+    """Loss, perplexity and text metrics of the final model on the test split (notebook 08)."""
+    model, name = final_model(ctx)
+    decode, seed = ctx.profile.decode, ctx.profile.stage2.seed
+    scores = evaluate_model(model, ctx.tokenizer(), ctx.data().instructions["test"], decode,
+                            max_examples=EVAL_MAX_EXAMPLES, seed=seed,
+                            max_length=ctx.profile.data.max_length)
+    generations = scores.pop("generations")
+    result = {"model": name, **split_losses(ctx, model), **scores}
+    rows = [{"split": "test", **g, "seed": seed, "decode": decode.generate_kwargs()}
+            for g in generations[:ctx.options.num_samples]]
+    registry.write_samples(ctx.run_dir, name, rows)
+    registry.update_metrics(ctx.run_dir, "eval", result)
+    print(f"evaluate ({name}) on {scores['n_examples']} test pairs: loss {scores['loss']:.4f}, "
+          f"perplexity {scores['perplexity']:.1f}, BLEU {scores['bleu']:.2f}, "
+          f"ROUGE-L {scores['rouge_l']:.3f}, distinct-2 {scores['distinct_2']:.3f}, "
+          f"rhyme rate {scores['rhyme_rate']:.3f}")
+
+
+def split_losses(ctx: Context, model, splits=("validation", "test")) -> dict:
+    """Loss and perplexity per completion token of each split (utils.metrics), computed once per model."""
+    cache, tok, result = ctx.losses, ctx.tokenizer(), {}
+    for split in splits:
+        if (id(model), split) not in cache:
+            rows = encode_pairs(ctx.data().instructions[split], tok, ctx.profile.data.max_length)[0]
+            cache[id(model), split] = split_loss(model, rows, tok.pad_token_id)
+        loss = cache[id(model), split]
+        result.update({f"{split}_loss": loss, f"{split}_perplexity": perplexity_from_loss(loss)})
+    return result
+
+
+def stage_report(ctx: Context) -> None:
+    """runs/<run>/report.md with the metrics, the seed-format loss table and a loss-curve PNG."""
+    histories = registry.read_json(ctx.run_dir / registry.LOG_HISTORY, {})
+    png = save_loss_curves(histories, ctx.run_dir / "loss_curves.png") if histories else None
+    text = registry.render_report(ctx.run_dir, png.name if png else None)
+    registry.write_text_atomic(ctx.run_dir / "report.md", text)
+    print(f"wrote {ctx.run_dir / 'report.md'}")
+
+
+STAGES = {"data": stage_data, "stage1": stage_stage1, "merge": stage_merge,
+          "stage2": stage_stage2, "evaluate": stage_evaluate, "report": stage_report}
+assert tuple(STAGES) == STAGE_NAMES, "utils/options.py lists the stages the CLI offers"
+MAIN_ONLY = ("merge", "evaluate", "report")  # one process does these; the others wait
+
+
+def write_generations(ctx: Context, model, name: str, rows: list[dict]) -> None:
+    """Generate for each row's prompt with the profile's decoding settings; store in samples.jsonl."""
+    seed = ctx.profile.stage2.seed
+    texts = generate_texts(model, ctx.tokenizer(), [r["prompt"] for r in rows], ctx.profile.decode, seed)
+    decode = ctx.profile.decode.generate_kwargs()
+    out = [{**r, "generation": t, "seed": seed, "decode": decode} for r, t in zip(rows, texts)]
+    registry.write_samples(ctx.run_dir, name, out)
