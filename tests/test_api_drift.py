@@ -72,7 +72,7 @@ def test_training_arguments_built_at_run_time(tmp_path, monkeypatch, device):
     seen = {}
     monkeypatch.setattr(training, "TrainingArguments", lambda **kw: seen.update(kw) or kw)
     monkeypatch.setattr(training, "pick_device", lambda: torch.device(device))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))  # a T4
     training.training_arguments(get_profile("gpt2").stage2, tmp_path)
     assert set(seen) - _params(TrainingArguments) == set()
     assert seen["fp16"] == (device == "cuda") and seen["bf16"] is False

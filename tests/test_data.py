@@ -237,7 +237,7 @@ def test_pipeline_data_stage_writes_report(tmp_path, capsys):
     saved = json.loads((tmp_path / "d" / "data_report.json").read_text())
     assert saved["poems"]["rows_kept"] == 168
     assert "leakage train/test" in capsys.readouterr().out
-    assert ctx.state["data"].instructions["train"]
+    assert ctx.inputs.data.instructions["train"]
 
 
 def test_pipeline_unknown_stage():

@@ -42,6 +42,9 @@ def test_all_stages_write_the_registry(runs):
     assert metrics["stage2"]["global_step"] == 2 and metrics["stage2"]["padding_share"] == 0.0
     assert metrics["stage2"]["packing"] is True and metrics["stage2"]["tokens_per_second"] > 0
     assert metrics["eval"]["test_loss"] == metrics["stage2"]["test_loss"]
+    learned = metrics["learning"]  # its thresholds are checked on a whole run in test_learning.py
+    assert set(learned["poem_loss"]) == {"base", "stage1", "stage2"} == set(learned["completion_loss"])
+    assert set(learned["eos_rate"]) == {"base", "stage2"} and learned["pocket_val_loss"] > 0
     # Stage 2's validation loss is the Trainer's last evaluation on packed batches; evaluate
     # recomputes it on padded batches with utils.metrics: the same number, per token.
     assert metrics["eval"]["validation_loss"] == pytest.approx(metrics["stage2"]["val_loss"], rel=1e-5)

@@ -2,7 +2,7 @@
 
 import math
 
-from utils import evaluation, seed_facts
+from utils import experiments, seed_facts
 
 
 def test_every_published_loss_is_a_number():
@@ -33,7 +33,7 @@ def test_the_best_block_repeats_the_best_validation_rows():
 
 
 def test_deck_runs_are_the_sweeps_experiments():
-    assert list(seed_facts.SEED_RESULTS["experiment"]) == list(evaluation.SWEEP)
+    assert list(seed_facts.SEED_RESULTS["experiment"]) == list(experiments.SWEEP)
 
 
 def test_careful_reader_notes_are_computed_from_the_table():

@@ -16,6 +16,9 @@ import re
 import torch
 
 from .decoding import context_length
+from .evaluation import completion_loss_on_pairs
+from .pretrain_data import pretraining_blocks
+from .training import lm_blocks
 
 USER_TURN = re.compile(r"(^|\n)\s*User:")
 
@@ -78,3 +81,38 @@ def response_rates(answers) -> dict:
     n = len(answers)
     return {"eos_rate": sum(ended for _, ended in answers) / n,
             "user_turn_rate": sum(bool(USER_TURN.search(text)) for text, _ in answers) / n}
+
+
+def pocket_val_loss(model, tokenizer) -> float:
+    """The base's loss on the held-out 5% of the pocket model's corpus (256-token blocks)."""
+    block_size = getattr(model.config, "n_positions", 256)
+    blocks = pretraining_blocks(tokenizer, block_size)["validation"]
+    return block_loss(model, [{"input_ids": row.tolist()} for row in blocks])
+
+
+def learning_report(models: dict, tokenizer, prepared, profile) -> dict:
+    """metrics.json["learning"] for the models a run has ({'base', 'stage1', 'stage2'}: model).
+
+    Poem loss on the held-out sample poems (stage 1's task), completion loss on the test split
+    (stage 2's task), and greedy answers of base and stage 2 to the test prompts, with the
+    profile's repetition penalty and a budget of the profile's max_length tokens.
+    """
+    block = profile.data.max_length
+    poems = lm_blocks(prepared.poems["validation"], tokenizer, block)[0]
+    pairs = prepared.instructions["test"]
+    prompts = [prompt for prompt, _ in pairs]
+    report = {"poem_loss": {}, "completion_loss": {}, "eos_rate": {}, "user_turn_rate": {},
+              "n_poem_blocks": len(poems), "n_test_prompts": len(prompts),
+              "max_new_tokens": block, "repetition_penalty": profile.decode.repetition_penalty}
+    if profile.model.pretrained_dir and "base" in models:
+        report["pocket_val_loss"] = pocket_val_loss(models["base"], tokenizer)
+    for name, model in models.items():
+        report["poem_loss"][name] = block_loss(model, poems)
+        report["completion_loss"][name] = completion_loss_on_pairs(model, tokenizer, pairs, block)[0]
+        if name in ("base", "stage2"):
+            answers = greedy_answers(model, tokenizer, prompts, block,
+                                     profile.decode.repetition_penalty)
+            rates = response_rates(answers)
+            report["eos_rate"][name] = rates["eos_rate"]
+            report["user_turn_rate"][name] = rates["user_turn_rate"]
+    return report

@@ -70,3 +70,16 @@ def probe_batch(ctx: Context, device) -> dict:
     ids = [tok(text)["input_ids"][:32] for text in ctx.data().poems["validation"][:2]]
     width = min(len(i) for i in ids)
     return {"input_ids": torch.tensor([i[:width] for i in ids], device=device)}
+
+
+def learning_models(ctx: Context) -> dict:
+    """{'base', 'stage1', 'stage2'}: the models this run has, for metrics.json["learning"]."""
+    models = {"base": load_model(ctx.profile, tokenizer=ctx.tokenizer())}
+    found = registry.latest_model(stage1_run(ctx), stages=("merged",))
+    if found:
+        models["stage1"] = load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=found[1])
+    if ctx.models.stage2 is not None:
+        models["stage2"] = ctx.models.stage2
+    elif found := registry.latest_model(ctx.run_dir, stages=("stage2",)):
+        models["stage2"] = load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=found[1])
+    return models

@@ -16,12 +16,14 @@ from .data import SFTCollator, encode_pairs
 from .env import set_seed
 from .evaluation import EVAL_MAX_EXAMPLES, evaluate_model
 from .generation import generate_texts
+from .learning import learning_report
 from .metrics import perplexity_from_loss
 from .modeling import apply_lora, count_parameters, load_model, merge_lora, trainable_parameter_line
 from .options import STAGE_NAMES
 from .plots import save_loss_curves
 from .run_context import Context
-from .run_models import final_model, load_adapter_model, probe_batch, stage1_run, stage2_start
+from .run_models import (final_model, learning_models, load_adapter_model, probe_batch, stage1_run,
+                         stage2_start)
 from .training import build_trainer, lm_blocks, split_loss, stage2_collator, train
 
 
@@ -161,6 +163,17 @@ def stage_evaluate(ctx: Context) -> None:
           f"perplexity {scores['perplexity']:.1f}, BLEU {scores['bleu']:.2f}, "
           f"ROUGE-L {scores['rouge_l']:.3f}, distinct-2 {scores['distinct_2']:.3f}, "
           f"rhyme rate {scores['rhyme_rate']:.3f}")
+    learned = learning_report(learning_models(ctx), ctx.tokenizer(), ctx.data(), ctx.profile)
+    registry.update_metrics(ctx.run_dir, "learning", learned)
+    print_learning(learned)
+
+
+def print_learning(learned: dict) -> None:
+    """One line per measure of metrics.json["learning"]: did each stage move what it trains?"""
+    for key in ("poem_loss", "completion_loss", "eos_rate", "user_turn_rate"):
+        print(f"learning: {key:16s}", "  ".join(f"{k} {v:.3f}" for k, v in learned[key].items()))
+    if "pocket_val_loss" in learned:
+        print(f"learning: pocket_val_loss  {learned['pocket_val_loss']:.3f} (held-out Shakespeare)")
 
 
 def split_losses(ctx: Context, model, splits=("validation", "test")) -> dict:
