@@ -148,6 +148,30 @@ def batch_dpo_loss(model, ref_model, batch: dict, beta: float):
     return dpo_loss(*policy.chunk(2), *ref.chunk(2), beta)
 
 
+def answer_logps(model, tokenizer, prompts, answers, batch_size: int = 16) -> torch.Tensor:
+    """Summed log-probability of each answer (then EOS) after its prompt, batch by batch."""
+    out, device = [], next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        rows = [(tokenizer(p)["input_ids"], tokenizer(a)["input_ids"] + [tokenizer.eos_token_id])
+                for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
+        width = max(len(p) + len(a) for p, a in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+        attention, completion = torch.zeros_like(ids), torch.zeros_like(ids)
+        for n, (p, a) in enumerate(rows):
+            ids[n, :len(p) + len(a)] = torch.tensor(p + a)
+            attention[n, :len(p) + len(a)] = 1
+            completion[n, len(p):len(p) + len(a)] = 1
+        with torch.no_grad():
+            out.append(completion_logps(model, *(t.to(device) for t in (ids, attention, completion))))
+    return torch.cat(out)
+
+
+def implicit_kl(model, ref_model, tokenizer, prompts, answers) -> float:
+    """Estimate of KL(policy || reference) per answer: mean log-ratio on the policy's own samples."""
+    return (answer_logps(model, tokenizer, prompts, answers)
+            - answer_logps(ref_model, tokenizer, prompts, answers)).mean().item()
+
+
 # ---------------------------------------------------------------- TRL
 
 
@@ -176,18 +200,18 @@ def dpo_arguments(cfg: PreferenceConfig, output_dir, **overrides):
 @contextlib.contextmanager
 def _quiet():
     """No dataset progress bars and no transformers warnings while TRL prepares and trains."""
-    import datasets
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging
 
-    bars, level = datasets.is_progress_bar_enabled(), logging.get_verbosity()
-    datasets.disable_progress_bars()
+    bars, level = not are_progress_bars_disabled(), logging.get_verbosity()
+    disable_progress_bars()
     logging.set_verbosity_error()
     try:
         yield
     finally:
         logging.set_verbosity(level)
         if bars:
-            datasets.enable_progress_bars()
+            enable_progress_bars()
 
 
 def split_pairs(pairs, eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
