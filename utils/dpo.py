@@ -42,6 +42,7 @@ class PreferenceConfig:
     seed: int = 42
     min_pairs: int = MIN_PAIRS
     eval_fraction: float = 0.2  # pairs held out to measure reward accuracy
+    max_prompts: int | None = None  # scripted rater: training prompts it samples for (None: all)
     samples_per_prompt: int = 8  # scripted rater: answers sampled per training prompt
     max_pairs_per_prompt: int = 4
     eval_samples_per_prompt: int = 4  # answers per test prompt to measure the property
@@ -55,8 +56,8 @@ class PreferenceConfig:
 
 # Tiny: sized by measurement on the tiny profile (tests/test_dpo.py asserts what it moves).
 PREFERENCE_CONFIGS = {
-    "tiny": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, logging_steps=5),
-    "tiny-llama": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, logging_steps=5),
+    "tiny": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, max_prompts=48),
+    "tiny-llama": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, max_prompts=48),
     # 8 pairs * 8 accumulation = the paper's 64 pairs per update. Not run yet: no GPU here.
     "gpt2": PreferenceConfig(gradient_accumulation_steps=8),
     # LoRA needs a larger rate than full fine-tuning; 5e-6 is a guess to tune, not a measurement.
@@ -285,6 +286,7 @@ def prefer_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompt
                    seed=cfg.seed, prop=prop)
     before = scripted_rater.measure(model, tokenizer, eval_prompts, **measure)
     if ratings is None:
+        prompts = list(prompts)[:cfg.max_prompts]
         answers = scripted_rater.sample_answers(model, tokenizer, prompts, profile.decode,
                                                 cfg.samples_per_prompt, seed=cfg.seed + 1)
         pairs, dropped = scripted_rater.scripted_pairs(prompts, answers, prop,
