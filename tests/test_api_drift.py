@@ -91,7 +91,8 @@ def test_dpo_config_built_at_run_time(tmp_path, monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     dpo.dpo_arguments(dpo.preference_config("gpt2"), tmp_path)
     assert set(seen) - _params(DPOConfig) == set()
-    assert seen["loss_type"] == ["sigmoid"] and seen["gradient_checkpointing"] is False
+    checkpointing = seen.get("activation_checkpointing", seen.get("gradient_checkpointing"))
+    assert seen["loss_type"] == ["sigmoid"] and checkpointing is False
     assert seen["bf16"] is False and seen["fp16"] == (device == "cuda")
 
 

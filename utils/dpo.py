@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,9 +179,14 @@ def implicit_kl(model, ref_model, tokenizer, prompts, answers) -> float:
 
 def dpo_arguments(cfg: PreferenceConfig, output_dir, **overrides):
     """TRL's DPOConfig from a PreferenceConfig: quiet, no checkpoints, fp32 on a CPU."""
+    import dataclasses
+
     from trl import DPOConfig
 
     device = pick_device()
+    # transformers v5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     args = dict(
         output_dir=str(output_dir), beta=cfg.beta, loss_type=["sigmoid"],
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
@@ -192,15 +198,15 @@ def dpo_arguments(cfg: PreferenceConfig, output_dir, **overrides):
         save_strategy="no", report_to="none", disable_tqdm=True,
         # TRL's defaults differ from the Trainer's: checkpointing on and bf16 on. A small model
         # needs no activation checkpointing, and a CPU trains in fp32 (precision_flags).
-        gradient_checkpointing=False, use_cpu=device.type == "cpu",
-        dataloader_num_workers=0, **precision_flags(device))
+        use_cpu=device.type == "cpu", dataloader_num_workers=0,
+        **{checkpointing: False}, **precision_flags(device))
     args.update(overrides)
     return DPOConfig(**args)
 
 
 @contextlib.contextmanager
 def _quiet():
-    """No dataset progress bars and no transformers warnings while TRL prepares and trains."""
+    """No dataset progress bars, transformers warnings or deprecation notes while TRL runs."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging
 
@@ -208,7 +214,9 @@ def _quiet():
     disable_progress_bars()
     logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TRL's own calls of renamed APIs
+            yield
     finally:
         logging.set_verbosity(level)
         if bars:
