@@ -181,11 +181,12 @@ def dpo_arguments(cfg: PreferenceConfig, output_dir, **overrides):
     """TRL's DPOConfig from a PreferenceConfig: quiet, no checkpoints, fp32 on a CPU."""
     import dataclasses
 
+    from transformers import TrainingArguments
     from trl import DPOConfig
 
     device = pick_device()
     # transformers v5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
-    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     args = dict(
         output_dir=str(output_dir), beta=cfg.beta, loss_type=["sigmoid"],
