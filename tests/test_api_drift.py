@@ -14,8 +14,9 @@ import pytest
 import torch
 from peft import LoraConfig
 from transformers import GenerationConfig, GenerationMixin, Trainer, TrainingArguments
+from trl import DPOConfig, DPOTrainer
 
-from utils import training
+from utils import dpo, training
 from utils.config import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,8 @@ TARGETS = {
     "LoraConfig": lambda: _params(LoraConfig),
     "GenerationConfig": lambda: set(GenerationConfig().to_dict()),
     "generate": _generation_keys,
+    "DPOConfig": lambda: _params(DPOConfig),
+    "DPOTrainer": lambda: _params(DPOTrainer.__init__),
 }
 
 
@@ -56,7 +59,7 @@ def _calls():
 
 def test_the_scan_sees_the_calls():
     seen = {target for _, _, target, _ in _calls()}
-    assert {"LoraConfig", "generate", "PoetTrainer"} <= seen
+    assert {"LoraConfig", "generate", "PoetTrainer", "DPOTrainer"} <= seen
 
 
 def test_literal_keywords_exist():
@@ -76,6 +79,21 @@ def test_training_arguments_built_at_run_time(tmp_path, monkeypatch, device):
     training.training_arguments(get_profile("gpt2").stage2, tmp_path)
     assert set(seen) - _params(TrainingArguments) == set()
     assert seen["fp16"] == (device == "cuda") and seen["bf16"] is False
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_dpo_config_built_at_run_time(tmp_path, monkeypatch, device):
+    # trl 1.x: one max_length (no max_prompt_length), loss_type a list, TRL's own bf16 default.
+    seen = {}
+    monkeypatch.setattr("trl.DPOConfig", lambda **kw: seen.update(kw) or kw)
+    monkeypatch.setattr(dpo, "pick_device", lambda: torch.device(device))
+    monkeypatch.setattr(training, "pick_device", lambda: torch.device(device))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    dpo.dpo_arguments(dpo.preference_config("gpt2"), tmp_path)
+    assert set(seen) - _params(DPOConfig) == set()
+    checkpointing = seen.get("activation_checkpointing", seen.get("gradient_checkpointing"))
+    assert seen["loss_type"] == ["sigmoid"] and checkpointing is False
+    assert seen["bf16"] is False and seen["fp16"] == (device == "cuda")
 
 
 def test_decoding_settings_are_generation_config_fields():

@@ -23,5 +23,5 @@ case "$mode" in
     $pip install -q --upgrade -r "$venv/latest.txt" ;;
   *) echo "mode must be floors or latest" >&2; exit 2 ;;
 esac
-$pip list 2>/dev/null | grep -Ei '^(torch|transformers|tokenizers|peft|datasets|accelerate|numpy|pandas|ipywidgets) '
+$pip list 2>/dev/null | grep -Ei '^(torch|transformers|tokenizers|peft|trl|datasets|accelerate|numpy|pandas|ipywidgets) '
 "$venv/bin/python" -m pytest -q -m "not slow and not e2e" -p no:cacheprovider
