@@ -88,7 +88,7 @@ def test_dpo_config_built_at_run_time(tmp_path, monkeypatch, device):
     monkeypatch.setattr("trl.DPOConfig", lambda **kw: seen.update(kw) or kw)
     monkeypatch.setattr(dpo, "pick_device", lambda: torch.device(device))
     monkeypatch.setattr(training, "pick_device", lambda: torch.device(device))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))  # a T4
     dpo.dpo_arguments(dpo.preference_config("gpt2"), tmp_path)
     assert set(seen) - _params(DPOConfig) == set()
     checkpointing = seen.get("activation_checkpointing", seen.get("gradient_checkpointing"))

@@ -11,7 +11,7 @@ import torch
 
 from utils import dpo, scripted_rater
 from utils.config import get_profile
-from utils.preferences import append_rating, rating_row
+from utils.ratings import append_rating, rating_row
 
 PROMPT = "Write a poem about the sea."
 VERSE = "the sea is grey\nthe gulls are loud\nI walk the pier"

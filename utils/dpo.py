@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import scripted_rater
 from .config import Profile, get_profile
 from .env import pick_device, set_seed
-from .preferences import load_ratings  # the only thing stage 3 needs from the ratings storage
+from .ratings import load_ratings  # the only thing stage 3 needs from the ratings storage
 from .training import precision_flags
 
 MIN_PAIRS = 16  # below this, a DPO run learns noise: rate more pairs first
@@ -57,7 +57,8 @@ class PreferenceConfig:
 
 # Tiny: sized by measurement on the tiny profile (tests/test_dpo.py asserts what it moves).
 PREFERENCE_CONFIGS = {
-    "tiny": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, max_prompts=48),
+    "tiny": PreferenceConfig(learning_rate=5e-5, max_steps=24, max_length=256, max_prompts=32,
+                             samples_per_prompt=6, eval_samples_per_prompt=3),
     "tiny-llama": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, max_prompts=48),
     # 8 pairs * 8 accumulation = the paper's 64 pairs per update. Not run yet: no GPU here.
     "gpt2": PreferenceConfig(gradient_accumulation_steps=8),

@@ -14,7 +14,7 @@ import torch
 
 from .config import REPO_ROOT, Profile, get_profile
 
-LIBRARIES = ("torch", "transformers", "peft", "datasets", "accelerate", "tokenizers", "ipywidgets")
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers", "ipywidgets")
 # Left out of the Colab setup cell's install: Colab already has torch, jupyter and
 # ipywidgets 7 (reinstalling torch would pull a second multi-GB build), and the test tools
 # (pytest, the browser driver playwright) are not needed to run the notebooks.

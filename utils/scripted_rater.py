@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import DecodeConfig
-from .evaluation import generate_batched  # batched, seeded sampling: the one place this module generates
+from .generation import generate_batched  # batched, seeded sampling: the one place this module generates
 from .metrics import distinct_n
 
 RATER_NAME = "scripted-rater (SIMULATED)"
