@@ -59,3 +59,13 @@ def test_lora_weights_counts_linear_and_conv1d():
 def test_naive_accumulation_weights():
     assert ex.naive_accumulation_weights([10, 30]) == [2.0, pytest.approx(2 / 3)]
     assert ex.naive_accumulation_weights([8, 8]) == [1.0, 1.0]
+
+
+def test_real_token_loss_inverts_the_padded_mean():
+    from utils import exercises as ex
+    # 200 real tokens at 0.5 nats and 312 padding positions at 0.01: the mean over 512 positions
+    reported = (200 * 0.5 + 312 * 0.01) / 512
+    assert abs(ex.real_token_loss(reported, 200, 512, padding_loss=0.01) - 0.5) < 1e-12
+    assert abs(ex.real_token_loss(0.0157, 200, 512) - 0.0157 * 512 / 200) < 1e-12
+    with pytest.raises(ValueError, match="real_tokens"):
+        ex.real_token_loss(0.1, 0, 512)

@@ -43,12 +43,13 @@ def test_runs_table_reads_fake_runs_and_skips_broken_ones(tmp_path):
     assert list(table["run"]) == ["a-run", "b-run"]
     a, b = table.iloc[0], table.iloc[1]
     assert (a["experiment"], a["model"], a["batch"], a["accumulation"]) == (
-        "gpt2-b2-acc4-e1-lr1e-4", "tiny gpt2 (random init)", 2, 4)
+        "gpt2-b2-acc4-e1-lr1e-4", "pocket gpt2 (pocket-gpt2)", 2, 4)
     assert (a["epochs"], a["learning rate"], a["training loss"], a["val loss"]) == (0.5, 1e-4, 2.5, 2.75)
     assert (a["test loss"], a["perplexity"], a["effective batch"], a["steps"]) == (3.0, math.exp(3.0), 8, 4)
     assert a["val perplexity"] == math.exp(2.75)
-    # b has no stage 2: hyperparameters from config.json, losses NaN, test loss from its eval
-    assert (b["batch"], b["accumulation"], b["epochs"], b["learning rate"]) == (4, 8, 3, 5e-5)
+    # b has no stage 2: config.json plans batch 4 and 3 epochs, but nothing ran, so no settings
+    for column in ("batch", "accumulation", "epochs", "learning rate", "effective batch"):
+        assert math.isnan(b[column]), column
     assert math.isnan(b["training loss"]) and math.isnan(b["val loss"])
     assert (b["test loss"], b["bleu"], b["rhyme_rate"], b["stages"]) == (1.5, 12.5, 0.25, "stage1,eval")
     assert math.isnan(a["bleu"])
@@ -59,3 +60,20 @@ def test_runs_table_of_an_empty_registry_has_the_seed_columns(tmp_path):
     table = runs.runs_table(tmp_path / "nothing-here")
     assert len(table) == 0
     assert set(runs.SEED_COLUMNS) <= set(table.columns)
+
+
+def test_runs_table_reports_the_epochs_trained_not_the_planned_ones(tmp_path):
+    # planned: 3 epochs (config.json); max_steps stopped the Trainer at epoch 0.125
+    _fake_run(tmp_path, "cut-short", {"stage2": {"epochs": 0.125, "global_step": 2,
+                                                 "per_device_train_batch_size": 2,
+                                                 "gradient_accumulation_steps": 4,
+                                                 "learning_rate": 1e-4}}, epochs=3)
+    row = runs.runs_table(tmp_path).iloc[0]
+    assert (row["epochs"], row["steps"], row["effective batch"]) == (0.125, 2, 8)
+
+
+def test_runs_table_labels_a_random_init_model(tmp_path):
+    profile = get_profile("tiny").replace(model={"pretrained_dir": None})
+    registry.write_config(tmp_path / "r", profile)
+    (tmp_path / "r" / registry.METRICS).write_text("{}")
+    assert runs.runs_table(tmp_path).iloc[0]["model"] == "tiny gpt2 (random init)"

@@ -26,26 +26,26 @@ def test_run_sweep_never_overwrites_a_run(tmp_path, monkeypatch):
         registry.update_metrics(ctx.run_dir, "stage2", {"val_loss": 1.0})
 
     monkeypatch.setitem(stages.STAGES, "stage2", fake_stage2)
-    name = "gpt2-b2-acc4-e1-lr1e-4"
-    assert sweep.run_sweep("tiny", [name], tmp_path, max_steps=1) == [name]
-    again = sweep.run_sweep("tiny", [name], tmp_path, max_steps=1, overrides={"learning_rate": 3e-4})
+    experiment, name = "gpt2-b2-acc4-e1-lr1e-4", "tiny-b2-acc4-e1-lr1e-4"  # the run carries the profile
+    assert sweep.run_sweep("tiny", [experiment], tmp_path, max_steps=1) == [name]
+    again = sweep.run_sweep("tiny", [experiment], tmp_path, max_steps=1, overrides={"learning_rate": 3e-4})
     assert again == [f"{name}-v2"]
-    assert sweep.run_sweep("tiny", [name], tmp_path, max_steps=1) == [f"{name}-v3"]
+    assert sweep.run_sweep("tiny", [experiment], tmp_path, max_steps=1) == [f"{name}-v3"]
     assert sorted(registry.list_runs(tmp_path)) == [name, f"{name}-v2", f"{name}-v3"]
     first, second = seen[0][1], seen[1][1]
     assert (first.per_device_train_batch_size, first.gradient_accumulation_steps,
             first.learning_rate, first.max_steps) == (2, 4, 1e-4, 1)
     assert second.learning_rate == 3e-4
     config = json.loads((tmp_path / f"{name}-v2" / registry.CONFIG).read_text())
-    assert config["experiment"] == name
+    assert config["experiment"] == experiment
     assert config["overrides"]["learning_rate"] == 3e-4
     assert config["profile"]["stage2"]["learning_rate"] == 3e-4
     assert json.loads((tmp_path / name / registry.METRICS).read_text()) == {"stage2": {"val_loss": 1.0}}
 
 
 def test_run_sweep_trains_through_the_pipeline_stage2(tmp_path):
-    name = "gpt2-b2-acc4-e1-lr1e-4"
-    assert sweep.run_sweep("tiny", [name], tmp_path, max_steps=1, max_rows=8) == [name]
+    experiment, name = "gpt2-b2-acc4-e1-lr1e-4", "tiny-b2-acc4-e1-lr1e-4"
+    assert sweep.run_sweep("tiny", [experiment], tmp_path, max_steps=1, max_rows=8) == [name]
     stage2 = json.loads((tmp_path / name / registry.METRICS).read_text())["stage2"]
     assert (stage2["per_device_train_batch_size"], stage2["gradient_accumulation_steps"],
             stage2["learning_rate"], stage2["global_step"]) == (2, 4, 1e-4, 1)
@@ -53,7 +53,9 @@ def test_run_sweep_trains_through_the_pipeline_stage2(tmp_path):
     history = runs.read_log_history(name, tmp_path)
     assert history[-1]["step"] == 1
     row = runs.runs_table(tmp_path).iloc[0]
-    assert (row["experiment"], row["val loss"]) == (name, stage2["val_loss"])
+    assert (row["experiment"], row["val loss"], row["model"]) == (
+        experiment, stage2["val_loss"], "pocket gpt2 (pocket-gpt2)")
+    assert row["epochs"] == stage2["epochs"]  # what the Trainer reached, from metrics.json
 
 
 def test_new_run_name_counts_up(tmp_path):

@@ -105,3 +105,14 @@ def naive_accumulation_weights(token_counts: list[int]) -> list[float]:
     """
     k, total = len(token_counts), sum(token_counts)
     return [total / (k * n) for n in token_counts]
+
+
+def real_token_loss(reported: float, real_tokens: int, length: int, padding_loss: float = 0.0) -> float:
+    """The loss on real tokens that a mean `reported` over `length` positions implies. 07.
+
+    The reported mean weighs real tokens and padding by their counts:
+    reported = (real x L_real + (length - real) x padding_loss) / length.
+    """
+    if not 0 < real_tokens <= length:
+        raise ValueError(f"real_tokens must be in 1..length ({length}), not {real_tokens}")
+    return (reported * length - (length - real_tokens) * padding_loss) / real_tokens

@@ -21,6 +21,19 @@ class Experiment:
     model: str
     stage2: dict = field(default_factory=dict)  # overrides of the profile's stage-2 TrainConfig
 
+    @property
+    def settings(self) -> str:
+        """The name without its model: b2-acc4-e1-lr1e-4 (batch, accumulation, epochs, lr)."""
+        return self.name.split("-", 1)[1]
+
+    def run_name(self, profile: Profile | str | None = None) -> str:
+        """The run folder's name: the profile that trains it, then the settings.
+
+        A tiny run of a GPT-2 experiment is tiny-b2-acc4-e1-lr1e-4, never gpt2-...: the name
+        says which model trained, config.json says which experiment it replays.
+        """
+        return f"{get_profile(profile).name}-{self.settings}"
+
 
 def _lr_text(lr: float) -> str:
     mantissa, exponent = f"{lr:.0e}".split("e")

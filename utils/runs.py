@@ -36,7 +36,11 @@ def _read_json_strict(path: Path):
 
 def _model_label(profile: dict) -> str:
     model = profile.get("model", {})
-    return model.get("model_name_or_path") or f"tiny {model.get('architecture', '?')} (random init)"
+    if model.get("model_name_or_path"):
+        return model["model_name_or_path"]
+    if model.get("pretrained_dir"):
+        return f"pocket {model.get('architecture', '?')} ({Path(model['pretrained_dir']).name})"
+    return f"tiny {model.get('architecture', '?')} (random init)"
 
 
 def _section(data: dict, key: str, filename: str) -> dict:
@@ -50,25 +54,36 @@ def _number(value) -> float:
     return math.nan if value is None else float(value)
 
 
+def _stage2_settings(s2: dict) -> dict:
+    """What stage 2 ran with, from metrics.json only: a run without stage 2 has no settings.
+
+    The epochs are the ones actually trained (the Trainer's epoch at the end, so a run cut short
+    by max_steps shows 0.05, not the profile's 3); config.json only says what was planned.
+    """
+    if not s2:
+        return dict.fromkeys(("batch", "accumulation", "epochs", "learning rate"), math.nan)
+    return {"batch": s2.get("per_device_train_batch_size", math.nan),
+            "accumulation": s2.get("gradient_accumulation_steps", math.nan),
+            "epochs": _number(s2.get("epochs")), "learning rate": _number(s2.get("learning_rate"))}
+
+
 def run_row(run_dir: Path) -> dict:
-    """One run as a row in the seed's format (plus test loss, perplexity, eval metrics). Notebook 10."""
+    """One run as a row in the seed's format (plus test loss, perplexity, eval metrics). Notebook 10.
+
+    The stage-2 columns report what ran (metrics.json), never what config.json planned.
+    """
     config = _read_json_strict(run_dir / registry.CONFIG)
     metrics = _read_json_strict(run_dir / registry.METRICS)
     profile = _section(config, "profile", registry.CONFIG)
-    cfg = _section(profile, "stage2", registry.CONFIG)
     s2, ev = _section(metrics, "stage2", registry.METRICS), _section(metrics, "eval", registry.METRICS)
     test_loss = _number(s2.get("test_loss", ev.get("loss")))
     row = {"run": run_dir.name, "experiment": config.get("experiment", ""),
-           "profile": profile.get("name"), "model": _model_label(profile),
-           "batch": s2.get("per_device_train_batch_size", cfg.get("per_device_train_batch_size")),
-           "accumulation": s2.get("gradient_accumulation_steps", cfg.get("gradient_accumulation_steps")),
-           "epochs": s2.get("epochs", cfg.get("num_train_epochs")),
-           "learning rate": s2.get("learning_rate", cfg.get("learning_rate")),
+           "profile": profile.get("name"), "model": _model_label(profile), **_stage2_settings(s2),
            "training loss": _number(s2.get("train_loss")), "val loss": _number(s2.get("val_loss")),
            "val perplexity": math.exp(_number(s2.get("val_loss"))),  # exp(nan) is nan
            "test loss": test_loss, "perplexity": math.exp(test_loss),
            "steps": _number(s2.get("global_step")), "stages": ",".join(metrics)}
-    row["effective batch"] = (row["batch"] or 0) * (row["accumulation"] or 0) or math.nan
+    row["effective batch"] = _number(row["batch"]) * _number(row["accumulation"])  # nan if either is
     row.update({key: ev[key] for key in EVAL_KEYS if key in ev and key != "perplexity"})
     return row
 

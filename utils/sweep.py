@@ -30,8 +30,10 @@ def run_sweep(profile, names=None, runs_root=None, max_steps: int | None = None,
     Notebook 10.
 
     Each experiment overrides the profile's stage-2 TrainConfig (then `overrides`, then
-    `max_steps`, the scale-down for small machines). A run never overwrites another: when the
-    name is taken the run is called name-v2, name-v3, ...; config.json records the experiment.
+    `max_steps`, the scale-down for small machines). A run is named after the profile that
+    trains it and the settings (`Experiment.run_name`: tiny-b2-acc4-e1-lr1e-4 on tiny); it
+    never overwrites another: when the name is taken the run is called name-v2, name-v3, ...;
+    config.json records the experiment.
     """
     profile = get_profile(profile)  # the public entry: a name is normalised here, once
     names = list(names) if names is not None else experiments_for(profile)
@@ -42,7 +44,7 @@ def run_sweep(profile, names=None, runs_root=None, max_steps: int | None = None,
         changes = {**exp.stage2, **(overrides or {})}
         if max_steps is not None:
             changes["max_steps"] = max_steps
-        run_name = new_run_name(exp.name, root)
+        run_name = new_run_name(exp.run_name(profile), root)
         print(f"\n=== {run_name}: stage 2 with {changes}")
         # Tokenizer and data are the same for every experiment: prepared once, shared.
         ctx = pipeline.run(profile.replace(stage2=changes), registry.run_path(run_name, root),
