@@ -32,3 +32,14 @@ def tiny_profile(request):
     from utils.config import get_profile
 
     return get_profile(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_full_run(tmp_path_factory):
+    """One whole `tiny` pipeline run (pocket base, the profile's own steps), shared by the tests
+    that measure what it learned (test_learning) and what stage 3 moves from it (test_dpo)."""
+    from utils import pipeline
+    from utils.options import RunOptions
+
+    root = tmp_path_factory.mktemp("full-run")
+    return pipeline.run("tiny", root / "full", RunOptions(num_samples=1))

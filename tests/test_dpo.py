@@ -134,13 +134,11 @@ def test_the_raters_clicks_load_and_train(tiny_pair, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def stage2_run(tmp_path_factory):
-    """The tiny profile's stage-2 model from a short pipeline run in a temporary runs folder."""
-    from utils import pipeline, registry
+def stage2_run(tiny_full_run):
+    """The tiny profile's stage-2 model: the whole run test_learning measures (conftest)."""
+    from utils import registry
 
-    root = tmp_path_factory.mktemp("dpo-runs")
-    ctx = pipeline.main(["--stages", "data,stage2", "--runs-dir", str(root), "--run-name", "base"])
-    return ctx.run_dir / registry.STAGE2_MODEL, ctx
+    return tiny_full_run.run_dir / registry.STAGE2_MODEL, tiny_full_run
 
 
 @pytest.mark.slow

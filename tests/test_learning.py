@@ -8,10 +8,9 @@ import math
 
 import pytest
 
-from utils import learning, pipeline
+from utils import learning, registry
 from utils.config import get_profile
 from utils.modeling import load_model
-from utils.options import RunOptions
 
 
 def test_response_rates_count_eos_and_new_user_turns():
@@ -41,12 +40,8 @@ def test_greedy_answers_stop_at_eos_and_respect_the_context(gpt2_tok):
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    ctx = pipeline.run("tiny", root / "learn", RunOptions(num_samples=1))
-    from utils import registry
-
-    return registry.read_json(ctx.run_dir / registry.METRICS)["learning"]
+def learned(tiny_full_run):
+    return registry.read_json(tiny_full_run.run_dir / registry.METRICS)["learning"]
 
 
 def test_the_pocket_base_is_a_real_pretrained_model(learned):

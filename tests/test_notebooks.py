@@ -35,14 +35,22 @@ def test_setup_cell_is_identical_everywhere():
     assert len(set(code)) <= 1
 
 
+@pytest.fixture(scope="module")
+def class_runs(tmp_path_factory):
+    """One runs/ folder for the whole course, as a class uses it: 08 evaluates what 06 and 07
+    trained, 09 rates it, 12 tunes 07's model. Each notebook also runs alone (it makes what it
+    misses), which `pytest -k` exercises."""
+    return tmp_path_factory.mktemp("class") / "runs"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_runs_in_tiny_profile(path, tmp_path):
+def test_runs_in_tiny_profile(path, class_runs):
     from nbclient import NotebookClient
 
     nb = nbformat.read(str(path), as_version=4)
     os.environ.update(POET_PROFILE="tiny", MPLBACKEND="Agg", TOKENIZERS_PARALLELISM="false",
-                      POET_RUNS_DIR=str(tmp_path / "runs"))
+                      POET_RUNS_DIR=str(class_runs))
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
