@@ -29,7 +29,7 @@ LAYERS = {
     "seed_facts": 1, "model_shapes": 1, "chunked_loss": 1,
     # 2: one step of the data flow each: training, generation, evaluation, analysis
     "training": 2, "pretrain": 2, "generation": 2, "evaluation": 2, "runs": 2, "batching": 2,
-    "efficiency": 2, "rating_items": 2, "preferences": 2, "learning": 2,
+    "efficiency": 2, "pipeline_bench": 2, "rating_items": 2, "preferences": 2, "learning": 2,
     # 3: the pipeline's stages and the notebook widgets
     "run_context": 3, "run_models": 3, "stages": 3, "widgets": 3, "rater": 3,
     # 4: entry points: the Python API of a run and the command lines

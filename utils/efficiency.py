@@ -202,20 +202,3 @@ def _accumulation(profile: Profile, n_rows, accumulation, lr, seed) -> dict:
     return {"max_abs_diff": max_parameter_difference(big, sgd_update(model, micro_batches, "tokens", lr)),
             "naive_max_abs_diff": max_parameter_difference(big, sgd_update(model, micro_batches, "mean", lr)),
             "label_tokens": [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches]}
-
-
-# ---------------------------------------------------------------- the benchmark CLI
-
-
-def _only(result: dict, keys) -> dict:
-    return {k: result[k] for k in keys}
-
-
-def bench_sections() -> dict:
-    """Zero-argument CPU measurements for `python -m utils.bench`, each with its fixed keys."""
-    return {
-        "padding": lambda: _only(padding_comparison(), ("baseline_padding_share", "ours_padding_share")),
-        "throughput": lambda: _only(throughput_comparison(),
-                                    ("baseline_tokens_per_s", "ours_tokens_per_s", "ratio")),
-        "memory": lambda: _only(memory_comparison(), ("full_peak_mb", "lora_peak_mb", "ratio")),
-    }
