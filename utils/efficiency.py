@@ -1,7 +1,7 @@
 """Efficient training, measured side by side: throughput, memory, accumulation, checkpointing.
 
-Each measurement returns a plain dict; `bench_sections()` hands the CPU ones to
-`python -m utils.bench`. The batching strategies live in utils/batching.py, the GPU
+Each measurement returns a plain dict (the teaching versions, on the tiny model);
+utils/pipeline_bench.py measures what the pipeline runs for `python -m utils.bench`. The batching strategies live in utils/batching.py, the GPU
 benchmark in utils/gpu_bench.py. Introduced in notebook 11.
 """
 
