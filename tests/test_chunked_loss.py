@@ -64,13 +64,15 @@ def test_stage1_trainer_uses_chunked_loss_and_checkpointing_then_undoes_it(gpt2_
                             SFTCollator(gpt2_tok.pad_token_id), gpt2_tok, max_steps=2,
                             eval_strategy="no", save_strategy="no")
     assert trainer.loss_fn is lm_loss
+    calls = []
+    trainer.loss_fn = lambda *a: calls.append(1) or lm_loss(*a)  # count that the Trainer uses it
     assert model.get_base_model().is_gradient_checkpointing
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train()
     notices = capsys.readouterr().err + " ".join(str(w.message) for w in caught)
-    assert "use_cache=True" not in notices
+    assert "use_cache=True" not in notices and len(calls) == 2
     assert not model.get_base_model().is_gradient_checkpointing  # the merged model must not keep it
     # the adapters trained through the checkpointed blocks (lora_B starts at zero)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)

@@ -158,7 +158,8 @@ class PoetTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """loss_fn(model, inputs, num_items) when set (stage 1's chunked loss), else the model's."""
-        if self.loss_fn is None or return_outputs or not model.training:
+        # A DDP-wrapped model must run its own forward, or its gradients would not be synchronised.
+        if self.loss_fn is None or return_outputs or not model.training or model is not self.model:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
         loss = self.loss_fn(model, inputs, num_items_in_batch if scaled else None)
