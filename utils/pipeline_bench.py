@@ -12,9 +12,11 @@ Numbers are measured side by side and never asserted by tests. Notebook 11 repor
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import statistics
+import sys
 import tempfile
 import time
 
@@ -73,7 +75,8 @@ def run_steps(model, profile, rows, collator, steps: int, seed: int) -> dict:
                                 logging_strategy="no", seed=seed, data_seed=seed, disable_tqdm=True)
         clock = StepClock(trainer.stats)
         trainer.add_callback(clock)
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs: keep --json clean
+            trainer.train()
     return clock.result()
 
 
