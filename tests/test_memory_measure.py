@@ -33,3 +33,13 @@ def test_unknown_model_and_strategy_are_rejected_before_any_process_starts():
         measure_training_memory("gpt3")
     with pytest.raises(ValueError, match="'full' or 'lora'"):
         measure_training_memory("gpt2", strategy="qlora")
+
+
+def test_pipeline_stage1_settings_run_in_the_fresh_process():
+    """LoRA with the pipeline's checkpointing and chunked loss trains only the adapters."""
+    out = measure_training_memory("tiny", "lora", batch_size=2, seq_len=32, steps=2,
+                                  checkpointing=True, chunked_loss=True)
+    plain = measure_training_memory("tiny", "full", batch_size=2, seq_len=32, steps=2)
+    assert out["checkpointing"] and out["chunked_loss"]
+    assert 0 < out["trainable"] < plain["trainable"] / 10
+    assert out["optimizer_mb"] < plain["optimizer_mb"] / 10

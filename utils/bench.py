@@ -86,10 +86,10 @@ def beam_vs_generate(args) -> dict:
 
 def _efficiency_section(name: str):
     def run(args) -> dict:
-        from .efficiency import bench_sections
+        from .pipeline_bench import bench_sections
 
         return bench_sections()[name]()
-    run.__doc__ = f"The `{name}` measurement of utils.efficiency (tiny profile, CPU)."
+    run.__doc__ = f"The `{name}` measurement of utils.pipeline_bench (CPU)."
     return run
 
 
@@ -123,10 +123,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def print_table(results: dict) -> None:
     """One block per benchmark: its keys and values, aligned."""
     for name, result in results.items():
-        print(f"== {name}")
-        width = max(map(len, result))
-        for key, value in result.items():
-            print(f"  {key:<{width}}  {value}")
+        for part in result if isinstance(result, list) else [result]:  # throughput: one per model
+            print(f"== {name}")
+            width = max(map(len, part))
+            for key, value in part.items():
+                print(f"  {key:<{width}}  {value}")
 
 
 def main(argv=None) -> dict:

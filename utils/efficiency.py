@@ -1,7 +1,7 @@
 """Efficient training, measured side by side: throughput, memory, accumulation, checkpointing.
 
-Each measurement returns a plain dict; `bench_sections()` hands the CPU ones to
-`python -m utils.bench`. The batching strategies live in utils/batching.py, the GPU
+Each measurement returns a plain dict (the teaching versions, on the tiny model);
+utils/pipeline_bench.py measures what the pipeline runs for `python -m utils.bench`. The batching strategies live in utils/batching.py, the GPU
 benchmark in utils/gpu_bench.py. Introduced in notebook 11.
 """
 
@@ -202,20 +202,3 @@ def _accumulation(profile: Profile, n_rows, accumulation, lr, seed) -> dict:
     return {"max_abs_diff": max_parameter_difference(big, sgd_update(model, micro_batches, "tokens", lr)),
             "naive_max_abs_diff": max_parameter_difference(big, sgd_update(model, micro_batches, "mean", lr)),
             "label_tokens": [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches]}
-
-
-# ---------------------------------------------------------------- the benchmark CLI
-
-
-def _only(result: dict, keys) -> dict:
-    return {k: result[k] for k in keys}
-
-
-def bench_sections() -> dict:
-    """Zero-argument CPU measurements for `python -m utils.bench`, each with its fixed keys."""
-    return {
-        "padding": lambda: _only(padding_comparison(), ("baseline_padding_share", "ours_padding_share")),
-        "throughput": lambda: _only(throughput_comparison(),
-                                    ("baseline_tokens_per_s", "ours_tokens_per_s", "ratio")),
-        "memory": lambda: _only(memory_comparison(), ("full_peak_mb", "lora_peak_mb", "ratio")),
-    }

@@ -66,7 +66,7 @@ def peak_memory_mb() -> float:
 
 def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_size: int = 2,
                             seq_len: int = 8, steps: int = 2, checkpointing: bool = False,
-                            timeout: float = 600) -> dict:
+                            chunked_loss: bool = False, timeout: float = 900) -> dict:
     """Peak memory and step time of a few AdamW steps, measured in a fresh Python process.
 
     model: 'gpt2' (GPT2LMHeadModel(GPT2Config()), 124M, random init) or 'tiny' (the tiny
@@ -79,7 +79,7 @@ def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_s
         raise ValueError(f"model must be 'tiny' or 'gpt2' and strategy 'full' or 'lora', "
                          f"got {model!r} and {strategy!r}")
     args = dict(model=model, strategy=strategy, batch_size=batch_size, seq_len=seq_len,
-                steps=steps, checkpointing=checkpointing)
+                steps=steps, checkpointing=checkpointing, chunked_loss=chunked_loss)
     # glibc keeps freed blocks up to 32 MiB for reuse, so RSS would count dead tensors; a fixed
     # 128 KiB mmap threshold gives every larger tensor its own mapping, returned when freed.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false",
@@ -138,7 +138,7 @@ def _warm_up_autograd() -> None:
     opt.step()
 
 
-def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing) -> dict:
+def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, chunked_loss=False) -> dict:
     """The child's work: build, reset the peak mark, train a few steps, report MiB."""
     from .modeling import load_tokenizer
 
@@ -149,9 +149,11 @@ def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing) ->
         load_tokenizer("tiny")  # its caches belong to the imports, not to the model
     _warm_up_autograd()
     before_build = current_rss()
+    from .chunked_loss import LeanLoRA, lm_loss
+
     net = _build(model, strategy)
     if checkpointing:
-        enable_checkpointing(net)
+        LeanLoRA(net) if strategy == "lora" else enable_checkpointing(net)
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = adamw(params)  # its states appear at the first step, inside the measured peak
@@ -162,14 +164,15 @@ def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing) ->
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        net(input_ids=ids, labels=ids).loss.backward()
+        batch = {"input_ids": ids, "labels": ids}
+        (lm_loss(net, batch) if chunked_loss else net(**batch).loss).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     peak = peak_rss()
     state = sum(t.nbytes for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
     return {"model": model, "strategy": strategy, "batch_size": batch_size, "seq_len": seq_len,
-            "checkpointing": checkpointing, "trainable": sum(p.numel() for p in params),
+            "checkpointing": checkpointing, "chunked_loss": chunked_loss, "trainable": sum(p.numel() for p in params),
             "weights_mb": (before_steps - before_build) / MB,
             "training_mb": (peak - before_steps) / MB, "total_mb": (peak - before_build) / MB,
             "optimizer_mb": state / MB,  # exp_avg, exp_avg_sq and a step counter per tensor

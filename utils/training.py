@@ -14,6 +14,7 @@ import time
 import torch
 from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
 
+from .chunked_loss import LeanLoRA, is_lora, lm_loss, supports_chunked_loss
 from .config import IGNORE_INDEX, TrainConfig
 from .data import SFTCollator, group_texts
 from .env import pick_device, pick_dtype
@@ -151,9 +152,20 @@ class NonFiniteLossCallback(TrainerCallback):
 class PoetTrainer(Trainer):
     """A Trainer that shows each training batch to a TrainingStatsCallback before the step."""
 
-    def __init__(self, *args, stats: TrainingStatsCallback | None = None, **kwargs):
+    def __init__(self, *args, stats: TrainingStatsCallback | None = None, loss_fn=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.stats = stats
+        self.stats, self.loss_fn = stats, loss_fn
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """loss_fn(model, inputs, num_items) when set (stage 1's chunked loss), else the model's."""
+        # A DDP-wrapped model must run its own forward, or its gradients would not be synchronised.
+        if self.loss_fn is None or return_outputs or not model.training or model is not self.model:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = self.loss_fn(model, inputs, num_items_in_batch if scaled else None)
+        if scaled and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as the Trainer's own loss path does
+        return loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.stats is not None:
@@ -187,10 +199,13 @@ def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, co
     """A PoetTrainer with the stats and NaN callbacks, evaluating on the validation rows."""
     args = training_arguments(cfg, output_dir, **arg_overrides)
     stats = TrainingStatsCallback()
+    # A LoRA model (stage 1) trains with checkpointing and the chunked loss: utils/chunked_loss.py
+    lean = [LeanLoRA(model)] if is_lora(model) else []
     return PoetTrainer(model=model, args=args, train_dataset=list(train_rows),
                        eval_dataset=list(eval_rows), data_collator=collator,
                        processing_class=tokenizer, stats=stats,
-                       callbacks=[stats, NonFiniteLossCallback(), *callbacks])
+                       loss_fn=lm_loss if lean and supports_chunked_loss(model) else None,
+                       callbacks=[stats, NonFiniteLossCallback(), *callbacks, *lean])
 
 
 def last_logged(history: list[dict], key: str = "loss"):

@@ -1,0 +1,81 @@
+"""utils.chunked_loss: the chunked cross-entropy equals the plain one (value and gradients),
+and the pipeline's Trainer uses it, with checkpointing, for a LoRA model only."""
+
+import copy
+import warnings
+
+import torch
+
+from utils.chunked_loss import is_lora, linear_cross_entropy, lm_loss, supports_chunked_loss
+from utils.config import IGNORE_INDEX, get_profile
+from utils.data import SFTCollator
+from utils.modeling import apply_lora, build_tiny_model
+from utils.training import build_trainer
+
+
+def test_linear_cross_entropy_matches_plain_value_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 37, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 37), generator=g)
+    labels[0, :5] = IGNORE_INDEX
+    h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    ours = linear_cross_entropy(hidden, weight, labels, chunk=7)  # chunks that do not divide
+    plain = torch.nn.functional.cross_entropy((h2 @ w2.T).view(-1, 50), labels.view(-1),
+                                              ignore_index=IGNORE_INDEX, reduction="sum")
+    (2.5 * ours).backward()
+    (2.5 * plain).backward()
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hidden.grad, h2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad, w2.grad, rtol=1e-5, atol=1e-5)
+    assert hidden.grad[0, :5].abs().max() == 0  # ignored positions get no gradient
+
+
+def tiny_lora(gpt2_tok):
+    profile = get_profile("tiny")
+    torch.manual_seed(0)
+    model = apply_lora(build_tiny_model(profile, gpt2_tok, seed=0), profile)
+    model.train()
+    return profile, model
+
+
+def test_lm_loss_equals_the_models_loss_and_adapter_gradients(gpt2_tok):
+    _, model = tiny_lora(gpt2_tok)
+    model.eval()  # no dropout: the two forwards must see the same network
+    assert is_lora(model) and supports_chunked_loss(model)
+    rows = [{"input_ids": list(range(5, 30))}, {"input_ids": list(range(40, 52))}]
+    batch = SFTCollator(gpt2_tok.pad_token_id)(rows)
+    twin = copy.deepcopy(model)
+    ours, plain = lm_loss(model, batch, chunk=8), twin(**batch).loss
+    ours.backward()
+    plain.backward()
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+    grads = [(n, p.grad) for n, p in model.named_parameters() if p.requires_grad]
+    twin_grads = dict((n, p.grad) for n, p in twin.named_parameters() if p.requires_grad)
+    assert grads and all(g is not None for _, g in grads)
+    for name, grad in grads:
+        torch.testing.assert_close(grad, twin_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_stage1_trainer_uses_chunked_loss_and_checkpointing_then_undoes_it(gpt2_tok, tmp_path, capsys):
+    profile, model = tiny_lora(gpt2_tok)
+    rows = [{"input_ids": list(range(i, i + 32))} for i in range(8)]
+    trainer = build_trainer(model, profile.stage1, tmp_path, rows, rows[:2],
+                            SFTCollator(gpt2_tok.pad_token_id), gpt2_tok, max_steps=2,
+                            eval_strategy="no", save_strategy="no")
+    assert trainer.loss_fn is lm_loss
+    calls = []
+    trainer.loss_fn = lambda *a: calls.append(1) or lm_loss(*a)  # count that the Trainer uses it
+    assert model.get_base_model().is_gradient_checkpointing
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    notices = capsys.readouterr().err + " ".join(str(w.message) for w in caught)
+    assert "use_cache=True" not in notices and len(calls) == 2
+    assert not model.get_base_model().is_gradient_checkpointing  # the merged model must not keep it
+    # the adapters trained through the checkpointed blocks (lora_B starts at zero)
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
+    full = build_tiny_model(profile, gpt2_tok, seed=0)
+    assert build_trainer(full, profile.stage2, tmp_path / "s2", rows, rows[:2],
+                         SFTCollator(gpt2_tok.pad_token_id), gpt2_tok).loss_fn is None

@@ -1,0 +1,46 @@
+"""utils.pipeline_bench: the bench's "ours" is built by the pipeline's own functions, its keys
+are the documented ones, and its arithmetic is right. Timings are never asserted."""
+
+import torch
+
+from utils import pipeline_bench as pb
+from utils.batching import SEED_MAX_LENGTH, stage2_rows
+from utils.config import get_profile
+from utils.training import stage2_collator
+
+THROUGHPUT_KEYS = {"model", "path", "baseline_tokens_per_s", "ours_tokens_per_s", "ratio",
+                   "ours_padding_share", "cpu_mfu"}
+MEMORY_KEYS = {"workload", "full_peak_mb", "lora_peak_mb", "ours_peak_mb", "ratio", "full_step_s", "ours_step_s"}
+
+
+def test_padding_uses_the_pipelines_collator_and_the_seeds_padding():
+    out = pb.pipeline_padding("tiny")
+    profile = get_profile("tiny")
+    tok, rows = stage2_rows(profile)
+    assert out["ours_collator"] == type(stage2_collator(pb.bench_model("tiny", profile, tok), tok)).__name__
+    real = sum(len(r["input_ids"]) for r in rows)
+    assert out["baseline_padding_share"] == 1 - real / (len(rows) * SEED_MAX_LENGTH)
+    assert out["ours_padding_share"] <= 0.01
+    assert set(pb.bench_sections()) == {"padding", "throughput", "memory"}
+
+
+def test_throughput_runs_the_pipeline_trainer_with_the_documented_keys():
+    out = pb.pipeline_throughput("tiny", "tiny", n_rows=4, repeats=1)
+    assert THROUGHPUT_KEYS <= set(out) and out["path"] == "pipeline"
+    assert out["collator"] == "DataCollatorWithFlattening"  # stage2_collator packs the tiny model
+    assert out["ratio"] == out["ours_tokens_per_s"] / out["baseline_tokens_per_s"]
+    assert out["ours_padding_share"] == 0 < out["baseline_padding_share"]
+    assert 0 < out["cpu_mfu"] and out["cpu_mfu"] == (out["flops_per_token"] * out["ours_tokens_per_s"]
+                                                    / (out["peak_gemm_gflops"] * 1e9))
+
+
+def test_flops_per_token_counts_parameters_and_attention():
+    model = torch.nn.Linear(10, 10)  # 110 parameters
+    model.config = type("C", (), {"num_hidden_layers": 2, "hidden_size": 10})()
+    assert pb.training_flops_per_token(model, context=5) == 6 * 110 + 12 * 2 * 10 * 5
+    assert pb.peak_gemm_flops(n=128, repeats=2) > 0
+
+
+def test_seed_rows_copy_the_inputs_as_labels():
+    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    assert pb.seed_rows(rows) == [{"input_ids": [1, 2, 3]}]
