@@ -162,3 +162,21 @@ def test_prefer_stage_moves_the_property_without_collapse(stage2_run, tmp_path):
     assert metrics["reward_accuracy"] > 0.5
     tuned = load_model(profile, tokenizer=tok, path=tmp_path / "prefer")
     assert sum(p.numel() for p in tuned.parameters()) > 0
+
+
+def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full_run, monkeypatch):
+    from utils import options, registry, stages
+
+    assert options.STAGE_NAMES[-1] == "prefer" and "prefer" not in options.DEFAULT_STAGES
+    seen = {}
+
+    def fake_prefer(model_dir, tokenizer, profile, output_dir, prompts, eval_prompts):
+        seen.update(model_dir=model_dir, output_dir=output_dir, prompts=len(prompts))
+        return {"pairs": 3, "simulated": True}
+
+    monkeypatch.setattr(stages, "prefer_stage", fake_prefer)  # the real one: test above
+    stages.STAGES["prefer"](tiny_full_run)
+    run = tiny_full_run.run_dir
+    assert seen["model_dir"] == run / registry.STAGE2_MODEL
+    assert seen["output_dir"] == run / registry.STAGE3_MODEL and seen["prompts"] > 0
+    assert registry.read_json(run / registry.METRICS)["preference"] == {"pairs": 3, "simulated": True}

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from .config import CONTAMINATION_DROPS, PROFILES, Profile
 
-STAGE_NAMES = ("data", "stage1", "merge", "stage2", "evaluate", "report")  # the order they run in
+STAGE_NAMES = ("data", "stage1", "merge", "stage2", "evaluate", "report", "prefer")  # run order
+DEFAULT_STAGES = STAGE_NAMES[:-1]  # prefer (stage 3, DPO) runs only when asked for
 PACKING = ("auto", "on", "off")
 
 
@@ -29,7 +30,8 @@ class RunSpec:
     """Which profile, which stages and which run folder (the CLI's part; the API takes them apart)."""
 
     profile: str | None = _flag(None, f"one of {', '.join(PROFILES)} (default: $POET_PROFILE or tiny)")
-    stages: str = _flag(",".join(STAGE_NAMES), f"comma-separated, from: {', '.join(STAGE_NAMES)}")
+    stages: str = _flag(",".join(DEFAULT_STAGES), f"comma-separated, from: {', '.join(STAGE_NAMES)} "
+                                                  "(prefer: stage 3, DPO, only when named)")
     run_name: str | None = _flag(None, "folder under runs/ (default: <profile>-<date>-<time>)")
     runs_dir: str | None = _flag(None, "where run folders live (default: $POET_RUNS_DIR or runs/)")
 

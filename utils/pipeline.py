@@ -24,14 +24,14 @@ import torch.distributed as dist
 from . import registry
 from .config import Profile, get_profile, runs_dir
 from .modeling import HubUnavailableError
-from .options import STAGE_NAMES, RunOptions, RunSpec, add_arguments, check_stages, from_namespace
+from .options import DEFAULT_STAGES, RunOptions, RunSpec, add_arguments, check_stages, from_namespace
 from .run_context import Context, Inputs
 from .stages import MAIN_ONLY, STAGES
 from .training import NonFiniteLossError
 
 
 def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions | None = None,
-        stages=STAGE_NAMES, inputs: Inputs | None = None, command: str | None = None,
+        stages=DEFAULT_STAGES, inputs: Inputs | None = None, command: str | None = None,
         **config_extra) -> Context:
     """Run `stages` of the pipeline into `run_dir`; the Python API of `python -m utils.pipeline`.
 

@@ -27,7 +27,8 @@ from .config import REPO_ROOT, Profile, get_profile, runs_dir
 
 CONFIG, LOG_HISTORY, METRICS, SAMPLES = "config.json", "log_history.json", "metrics.json", "samples.jsonl"
 STAGE1_ADAPTER, MERGED, STAGE2_MODEL = "stage1/adapter", "merged", "stage2/model"
-MODEL_FOLDERS = {"stage2": STAGE2_MODEL, "merged": MERGED}  # full models, newest first
+STAGE3_MODEL = "stage3/model"  # stage 3 (prefer, DPO): the preference-tuned model
+MODEL_FOLDERS = {"stage3": STAGE3_MODEL, "stage2": STAGE2_MODEL, "merged": MERGED}  # newest first
 CHECKPOINTS = {"stage1": "stage1/checkpoints", "stage2": "stage2/checkpoints"}
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

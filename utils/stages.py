@@ -13,6 +13,7 @@ import torch
 
 from . import registry
 from .data import SFTCollator, encode_pairs
+from .dpo import prefer_stage
 from .env import set_seed
 from .evaluation import EVAL_MAX_EXAMPLES, evaluate_model
 from .generation import generate_texts
@@ -197,10 +198,26 @@ def stage_report(ctx: Context) -> None:
     print(f"wrote {ctx.run_dir / 'report.md'}")
 
 
+def stage_prefer(ctx: Context) -> None:
+    """Stage 3: DPO from this run's stage-2 model on SIMULATED pairs (the scripted rater); the
+    tuned model goes to stage3/model, the measurements to metrics.json["preference"]."""
+    source = ctx.run_dir / registry.STAGE2_MODEL
+    if not (source / "config.json").exists():
+        raise registry.RunNotFoundError(
+            f"stage 3 starts from stage 2, and {source} is missing: run the stages up to stage2 "
+            f"first (`python -m utils.pipeline --run-name {ctx.run_dir.name} --stages ...,prefer`)")
+    instructions = ctx.data().instructions
+    metrics = prefer_stage(source, ctx.tokenizer(), ctx.profile, ctx.run_dir / registry.STAGE3_MODEL,
+                           prompts=[p for p, _ in instructions["train"]],
+                           eval_prompts=[p for p, _ in instructions["test"]])
+    registry.update_metrics(ctx.run_dir, "preference", metrics)
+
+
 STAGES = {"data": stage_data, "stage1": stage_stage1, "merge": stage_merge,
-          "stage2": stage_stage2, "evaluate": stage_evaluate, "report": stage_report}
+          "stage2": stage_stage2, "evaluate": stage_evaluate, "report": stage_report,
+          "prefer": stage_prefer}
 assert tuple(STAGES) == STAGE_NAMES, "utils/options.py lists the stages the CLI offers"
-MAIN_ONLY = ("merge", "evaluate", "report")  # one process does these; the others wait
+MAIN_ONLY = ("merge", "evaluate", "report", "prefer")  # one process does these; the others wait
 
 
 def write_generations(ctx: Context, model, name: str, rows: list[dict]) -> None:
