@@ -15,6 +15,7 @@ Introduced in notebook 06; `python -m utils.pipeline` writes it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -55,15 +56,34 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, obj) -> Path:
     """Pretty JSON, written atomically: a reader sees the old file or the new one, never half."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    return write_text_atomic(path, json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def json_safe(obj):
+    """obj with every NaN or infinite float written as the string "nan", "inf" or "-inf"
+    (strict JSON has no such numbers; float("inf") reads them back)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def read_json(path: str | Path, default=None):
-    """The JSON in `path`, or `default` when the file does not exist."""
+    """The JSON in `path`, or `default` when the file does not exist; a broken file is a
+    ValueError naming it (and, with a dict default, a file that is not a JSON object too)."""
     path = Path(path)
     if not path.exists():
         return default
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); repair or delete it") from None
+    if isinstance(default, dict) and not isinstance(data, dict):
+        raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object; repair or delete it")
+    return data
 
 
 # ---------------------------------------------------------------- run folders
@@ -71,8 +91,9 @@ def read_json(path: str | Path, default=None):
 
 def check_run_name(name: str) -> str:
     """A run name must be one plain folder name (letters, digits, '.', '_', '-')."""
-    if not _RUN_NAME.match(name or ""):
-        raise ValueError(f"run name {name!r} must be a plain folder name: letters, digits, '.', '_', '-'")
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or len(name) > 100:
+        raise ValueError(f"run name {name!r} must be a plain folder name of at most 100 "
+                         "characters: letters, digits, '.', '_', '-'")
     return name
 
 
@@ -96,9 +117,13 @@ def check_new_run(run_dir: Path, overwrite: bool = False, resume: bool = False) 
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder; with overwrite (and not resume) delete the old one first."""
+    """Create the run folder; with overwrite (and not resume) delete the old one first, but only
+    if it is a run (it has a config.json): any other folder is refused, never deleted."""
     check_new_run(run_dir, overwrite, resume)
     if overwrite and not resume and run_dir.exists():
+        if not (run_dir / CONFIG).exists() and any(run_dir.iterdir()):
+            raise RunExistsError(f"{run_dir} is not a run folder (no {CONFIG}), so it is not "
+                                 "deleted; move it away or choose another run name")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
