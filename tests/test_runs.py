@@ -59,3 +59,14 @@ def test_runs_table_of_an_empty_registry_has_the_seed_columns(tmp_path):
     table = runs.runs_table(tmp_path / "nothing-here")
     assert len(table) == 0
     assert set(runs.SEED_COLUMNS) <= set(table.columns)
+
+
+def test_a_diverged_run_has_infinite_perplexity_and_the_table_still_works(tmp_path):  # C1
+    run = _fake_run(tmp_path, "exploded", None)
+    registry.update_metrics(run, "stage2", {"val_loss": 1.4e6, "test_loss": 1.4e6,
+                                            "test_perplexity": math.inf})
+    assert json.loads((run / registry.METRICS).read_text())["stage2"]["test_perplexity"] == "inf"
+    _fake_run(tmp_path, "fine", {"stage2": {"val_loss": 2.0, "test_loss": 2.0}})
+    table = runs.runs_table(tmp_path).set_index("run")
+    assert table.loc["exploded", "perplexity"] == math.inf and table.loc["exploded", "val perplexity"] == math.inf
+    assert table.loc["fine", "perplexity"] == pytest.approx(math.exp(2.0))

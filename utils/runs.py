@@ -16,6 +16,7 @@ import pandas as pd
 from . import registry
 from .config import runs_dir
 from .evaluation import EVAL_KEYS
+from .metrics import perplexity_from_loss
 
 SEED_COLUMNS = ("model", "batch", "accumulation", "epochs", "learning rate", "training loss",
                 "val loss")
@@ -65,8 +66,8 @@ def run_row(run_dir: Path) -> dict:
            "epochs": s2.get("epochs", cfg.get("num_train_epochs")),
            "learning rate": s2.get("learning_rate", cfg.get("learning_rate")),
            "training loss": _number(s2.get("train_loss")), "val loss": _number(s2.get("val_loss")),
-           "val perplexity": math.exp(_number(s2.get("val_loss"))),  # exp(nan) is nan
-           "test loss": test_loss, "perplexity": math.exp(test_loss),
+           "val perplexity": perplexity_from_loss(_number(s2.get("val_loss"))),  # nan stays nan
+           "test loss": test_loss, "perplexity": perplexity_from_loss(test_loss),
            "steps": _number(s2.get("global_step")), "stages": ",".join(metrics)}
     row["effective batch"] = (row["batch"] or 0) * (row["accumulation"] or 0) or math.nan
     row.update({key: ev[key] for key in EVAL_KEYS if key in ev and key != "perplexity"})

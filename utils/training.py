@@ -32,6 +32,10 @@ class NonFiniteLossError(FloatingPointError):
     """The training or validation loss became NaN or infinite; the message says what to change."""
 
 
+class DivergedLossError(NonFiniteLossError):
+    """The training loss exploded while still finite (DivergenceCallback's rule)."""
+
+
 # ---------------------------------------------------------------- arguments
 
 
@@ -148,6 +152,31 @@ class NonFiniteLossCallback(TrainerCallback):
                     "(--learning-rate), or train in float32/bfloat16 instead of float16.")
 
 
+class DivergenceCallback(TrainerCallback):
+    """Stops a run whose training loss explodes, before its weights turn to NaN.
+
+    The rule: a logged loss above 3x the first one logged, or above 2 ln(vocab_size) (twice
+    what guessing every token uniformly costs; no model, trained or random, honestly sits
+    there). A finite loss like 1.4e6 (learning rate 100) passes the NaN guard; this catches it.
+    """
+
+    def __init__(self):
+        self.first = None
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        value = (logs or {}).get("loss")
+        if value is None or not math.isfinite(value):
+            return  # NonFiniteLossCallback speaks for NaN and infinity
+        self.first = value if self.first is None else self.first
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        ceiling = 2 * math.log(vocab) if vocab else math.inf
+        if value > 3 * self.first or value > ceiling:
+            raise DivergedLossError(
+                f"training loss diverged: {value:.4g} at step {state.global_step}, against "
+                f"{self.first:.4g} first logged and {ceiling:.4g} = 2 ln(vocab) (learning_rate="
+                f"{args.learning_rate:g}). Lower the learning rate (--learning-rate), e.g. by 10x.")
+
+
 class PoetTrainer(Trainer):
     """A Trainer that shows each training batch to a TrainingStatsCallback before the step."""
 
@@ -184,13 +213,13 @@ class PoetTrainer(Trainer):
 
 def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, collator,
                   tokenizer=None, callbacks=(), **arg_overrides) -> PoetTrainer:
-    """A PoetTrainer with the stats and NaN callbacks, evaluating on the validation rows."""
+    """A PoetTrainer with the stats, NaN and divergence callbacks, evaluating on the validation rows."""
     args = training_arguments(cfg, output_dir, **arg_overrides)
     stats = TrainingStatsCallback()
     return PoetTrainer(model=model, args=args, train_dataset=list(train_rows),
                        eval_dataset=list(eval_rows), data_collator=collator,
                        processing_class=tokenizer, stats=stats,
-                       callbacks=[stats, NonFiniteLossCallback(), *callbacks])
+                       callbacks=[stats, NonFiniteLossCallback(), DivergenceCallback(), *callbacks])
 
 
 def last_logged(history: list[dict], key: str = "loss"):
