@@ -27,6 +27,7 @@ LAYERS = {
     "notebook": 1, "plots": 1, "experiments": 1, "ratings": 1, "memory": 1, "memory_measure": 1,
     "pretrain_data": 1, "data_sources": 1, "contamination": 1, "gpu_memory": 1, "exercises": 1,
     "seed_facts": 1, "model_shapes": 1, "run_guard": 1,
+    "model_files": 1,
     # 2: one step of the data flow each: training, generation, evaluation, analysis
     "training": 2, "pretrain": 2, "generation": 2, "evaluation": 2, "runs": 2, "batching": 2,
     "efficiency": 2, "rating_items": 2, "preferences": 2, "learning": 2,

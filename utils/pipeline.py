@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from . import registry, run_guard
 from .config import Profile, get_profile, runs_dir
+from .model_files import StorageError
 from .modeling import HubUnavailableError
 from .options import STAGE_NAMES, RunOptions, RunSpec, add_arguments, check_stages, from_namespace
 from .run_context import Context, Inputs
@@ -160,7 +161,7 @@ def cli(argv=None) -> None:
     try:
         main(argv)
     except (ValueError, NonFiniteLossError, FileExistsError, FileNotFoundError,
-            HubUnavailableError) as error:
+            HubUnavailableError, StorageError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from .config import REPO_ROOT, Profile, get_profile, runs_dir
+from .model_files import checkpoint_is_intact, storage_error
 
 CONFIG, LOG_HISTORY, METRICS, SAMPLES = "config.json", "log_history.json", "metrics.json", "samples.jsonl"
 STAGE1_ADAPTER, MERGED, STAGE2_MODEL = "stage1/adapter", "merged", "stage2/model"
@@ -49,7 +50,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # pid: two writers never share a tmp
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(error, path.parent) from error
     os.replace(tmp, path)
     return path
 
@@ -60,8 +65,7 @@ def write_json_atomic(path: str | Path, obj) -> Path:
 
 
 def json_safe(obj):
-    """obj with every NaN or infinite float written as the string "nan", "inf" or "-inf"
-    (strict JSON has no such numbers; float("inf") reads them back)."""
+    """obj with NaN and infinite floats as the strings "nan", "inf", "-inf" (float() reads them)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     if isinstance(obj, dict):
@@ -139,16 +143,13 @@ def find_run(name: str, root: str | Path | None = None) -> Path:
 
 
 def last_checkpoint(folder: str | Path) -> str | None:
-    """The newest complete Trainer checkpoint in `folder`, or None.
-
-    The Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save
-    (a kill during saving) and must not be resumed from.
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        return None
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    """The newest intact Trainer checkpoint in `folder`, or None; a newer one that was cut off
+    (no trainer_state.json, truncated weights: model_files.checkpoint_is_intact) is skipped
+    with a warning naming it."""
+    found = sorted(Path(folder).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    while found and not checkpoint_is_intact(found[-1]):
+        warnings.warn(f"{found.pop()} was cut off mid-save; resuming from the one before", stacklevel=2)
+    return str(found[-1]) if found else None
 
 
 # ---------------------------------------------------------------- the registry files

@@ -17,6 +17,7 @@ from .env import set_seed
 from .evaluation import EVAL_MAX_EXAMPLES, evaluate_model
 from .generation import generate_texts
 from .metrics import perplexity_from_loss
+from .model_files import building
 from .modeling import apply_lora, count_parameters, load_model, merge_lora, trainable_parameter_line
 from .options import STAGE_NAMES
 from .plots import save_loss_curves
@@ -78,8 +79,9 @@ def stage_stage1(ctx: Context) -> None:
                "train_loss": summary.pop("train_loss"), "val_loss": val_loss,
                "train_blocks": info["blocks"], "validation_blocks": val_info["blocks"],
                "block_size": block, "dropped_tokens": info["dropped_tokens"], **summary}
-    model.save_pretrained(ctx.run_dir / registry.STAGE1_ADAPTER)
-    tok.save_pretrained(ctx.run_dir / registry.STAGE1_ADAPTER)
+    with building(ctx.run_dir / registry.STAGE1_ADAPTER) as folder:  # whole or not at all
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
     registry.save_log_history(ctx.run_dir, "stage1", trainer.state.log_history)
     registry.update_metrics(ctx.run_dir, "stage1", metrics)
     prompts = [poem.split("\n")[0] + "\n" for poem in poems["validation"][:ctx.options.num_samples]]
@@ -100,8 +102,9 @@ def stage_merge(ctx: Context) -> None:
     print(f"merged: largest logit change {difference:.2e} (only float rounding should remain)")
     ctx.models.merged = merged
     if ctx.is_main:
-        merged.save_pretrained(ctx.run_dir / registry.MERGED)
-        ctx.tokenizer().save_pretrained(ctx.run_dir / registry.MERGED)
+        with building(ctx.run_dir / registry.MERGED) as folder:  # whole or not at all
+            merged.save_pretrained(folder)
+            ctx.tokenizer().save_pretrained(folder)
         registry.update_metrics(ctx.run_dir, "merge", {"max_abs_logit_difference": difference,
                                                        "path": registry.MERGED})
 
@@ -123,7 +126,8 @@ def stage_stage2(ctx: Context) -> None:
                             rows["train"], rows["validation"], collator, tok,
                             save_steps=ctx.options.save_steps)
     summary = train(trainer, resume=ctx.options.resume)
-    trainer.save_model(str(ctx.run_dir / registry.STAGE2_MODEL))  # writes on the main process only
+    with building(ctx.run_dir / registry.STAGE2_MODEL, enabled=ctx.is_main) as folder:
+        trainer.save_model(str(folder))  # writes on the main process only
     ctx.models.stage2 = model
     if not ctx.is_main:
         return
