@@ -137,3 +137,16 @@ def test_a_corrupt_registry_file_is_named(tmp_path):  # U2, C4 (metrics.json is 
     (tmp_path / "metrics.json").write_text("[]")
     with pytest.raises(ValueError, match="metrics.json holds list, not a JSON object; repair or delete it"):
         registry.update_metrics(tmp_path, "eval", {"loss": 1.0})
+
+
+def test_bad_samples_lines_do_not_break_the_report_or_the_samples_writer(tmp_path):  # U2
+    run = _fake_run(tmp_path, "r", {"eval": {"loss": 1.5}})
+    (run / registry.SAMPLES).write_text('{"model": "stage2", "prompt": "p", "generation": "g"}\n'
+                                        'not json\n{"prompt": 7}\n')
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        report = registry.render_report(run)
+    assert "| eval | loss | 1.5 |" in report and "**stage2**, prompt:" in report
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        registry.write_samples(run, "stage2", [{"prompt": "q", "generation": "h"}])
+    rows = registry.read_samples(run)
+    assert [r.get("prompt") for r in rows] == [7, "q"]

@@ -3,6 +3,7 @@
 Every refusal here comes before any model is loaded, so these tests train nothing.
 """
 
+import errno
 import json
 import os
 import socket
@@ -133,3 +134,37 @@ def test_runs_dir_that_is_a_file_is_named(tmp_path):  # C4
     (tmp_path / "file").write_text("")
     message = refused(tmp_path / "file", "--run-name", "r", "--stages", "data")
     assert "is a file, not a folder" in message
+
+
+def test_too_few_rows_are_found_before_training(tmp_path):  # U3: --max-rows 1
+    message = refused(tmp_path, "--run-name", "one", "--max-rows", "1", "--stages", "data,stage1")
+    assert "the train split of the poems has no blocks of" in message and "raise --max-rows (now 1)" in message
+    assert not (tmp_path / "one" / "stage1").exists() and run_guard.is_leftover(tmp_path / "one")
+
+
+def test_an_empty_test_split_is_found_before_stage2_trains(tmp_path):  # U3
+    from types import SimpleNamespace
+
+    from utils.run_context import Context, Inputs
+    from utils.stages import check_inputs
+
+    data = SimpleNamespace(poems={}, instructions={"train": [("p", "c")], "validation": [("p", "c")],
+                                                   "test": []})
+    ctx = Context(get_profile("tiny"), tmp_path, inputs=Inputs(tokenizer=object(), data=data))
+    with pytest.raises(ValueError, match="the test split of the instructions has no rows .* "
+                                         "check the data files"):
+        check_inputs(ctx, ["stage2", "evaluate"])
+    check_inputs(ctx, ["report"])  # nothing to check for stages that read no data
+
+
+def test_a_run_path_that_is_a_file_or_a_read_only_runs_dir_is_named(tmp_path, monkeypatch):  # C4
+    (tmp_path / "r").write_text("")
+    assert "is a file, not a run folder" in refused(tmp_path, "--run-name", "r", "--stages", "data")
+
+    def read_only(path, *args, **kwargs):  # what a read-only mount answers (root bypasses chmod)
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    message = refused(tmp_path, "--run-name", "new", "--stages", "data")
+    assert f"{tmp_path / 'new'} cannot be written (Read-only file system)" in message
+    assert "--runs-dir" in message

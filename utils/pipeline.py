@@ -23,11 +23,11 @@ import torch.distributed as dist
 
 from . import registry, run_guard
 from .config import Profile, get_profile, runs_dir
-from .model_files import StorageError
+from .model_files import StorageError, storage_error
 from .modeling import HubUnavailableError
 from .options import STAGE_NAMES, RunOptions, RunSpec, add_arguments, check_stages, from_namespace
 from .run_context import Context, Inputs
-from .stages import MAIN_ONLY, STAGES
+from .stages import MAIN_ONLY, STAGES, check_inputs
 from .training import NonFiniteLossError
 
 
@@ -45,7 +45,10 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
     changes = check_run(profile, run_dir, options, stages)  # every process, before any writes
     rank, world = init_distributed()
     if rank == 0:
-        run_guard.acquire_lock(run_dir)
+        try:
+            run_guard.acquire_lock(run_dir)
+        except OSError as error:  # read-only folder, name too long, full disk: say which
+            raise storage_error(error, run_dir) from error
         try:
             start_run_dir(run_dir, profile, options, changes)
             if not (run_dir / registry.CONFIG).exists() or not options.resume:
@@ -72,6 +75,8 @@ def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages) -> d
         raise ValueError("--from-run takes stage 1 from another run; drop stage1 and merge from --stages")
     if run_dir.parent.exists() and not run_dir.parent.is_dir():
         raise ValueError(f"--runs-dir {run_dir.parent} is a file, not a folder; choose a folder")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run folder; choose another --run-name")
     source = None
     if options.from_run:
         source = registry.find_run(options.from_run, run_dir.parent)  # fail now, not after stage 1
@@ -101,6 +106,7 @@ def run_stages(profile, run_dir, options, stages, inputs, rank) -> Context:
     barrier()
     ctx = Context(profile, run_dir, options, is_main=rank == 0, inputs=inputs or Inputs())
     print(f"profile {profile.name}: {profile.description}\nrun folder: {run_dir}")
+    check_inputs(ctx, stages)  # an empty split is found now, not after training
     for name in stages:
         start = time.perf_counter()
         if ctx.is_main or name not in MAIN_ONLY:

@@ -320,8 +320,8 @@ def render_report(run_dir: Path, png_name: str | None = None, samples_per_model:
     samples = read_samples(run_dir)
     if samples:
         lines += ["", "## Sample generations", ""]
-        for model in dict.fromkeys(s["model"] for s in samples):
-            for s in [s for s in samples if s["model"] == model][:samples_per_model]:
-                lines += [f"**{model}**, prompt:", "", "```", s["prompt"].strip(), "```",
-                          "generation:", "", "```", s["generation"].strip(), "```", ""]
+        for model in dict.fromkeys(s.get("model") for s in samples):  # a hand-edited line may lack keys
+            for s in [s for s in samples if s.get("model") == model][:samples_per_model]:
+                lines += [f"**{model}**, prompt:", "", "```", str(s.get("prompt", "")).strip(), "```",
+                          "generation:", "", "```", str(s.get("generation", "")).strip(), "```", ""]
     return "\n".join(lines) + "\n"

@@ -159,8 +159,8 @@ def stage_evaluate(ctx: Context) -> None:
     result = {"model": name, **split_losses(ctx, model), **scores}
     rows = [{"split": "test", **g, "seed": seed, "decode": decode.generate_kwargs()}
             for g in generations[:ctx.options.num_samples]]
+    registry.update_metrics(ctx.run_dir, "eval", result)  # first: samples cannot cost the scores
     registry.write_samples(ctx.run_dir, name, rows)
-    registry.update_metrics(ctx.run_dir, "eval", result)
     print(f"evaluate ({name}) on {scores['n_examples']} test pairs: loss {scores['loss']:.4f}, "
           f"perplexity {scores['perplexity']:.1f}, BLEU {scores['bleu']:.2f}, "
           f"ROUGE-L {scores['rouge_l']:.3f}, distinct-2 {scores['distinct_2']:.3f}, "
@@ -192,6 +192,30 @@ STAGES = {"data": stage_data, "stage1": stage_stage1, "merge": stage_merge,
           "stage2": stage_stage2, "evaluate": stage_evaluate, "report": stage_report}
 assert tuple(STAGES) == STAGE_NAMES, "utils/options.py lists the stages the CLI offers"
 MAIN_ONLY = ("merge", "evaluate", "report")  # one process does these; the others wait
+
+
+def check_inputs(ctx: Context, stages) -> None:
+    """Before any stage trains: every split the stages need holds something to train or score.
+
+    An empty split would otherwise surface after minutes of training, as a Trainer error
+    ("num_samples=0", "batch is empty"). Raises ValueError naming the split and the fix.
+    """
+    needs = {"stage1": [("poems", "train"), ("poems", "validation")],
+             "stage2": [("instructions", s) for s in ("train", "validation", "test")],
+             "evaluate": [("instructions", "test")]}
+    wanted = dict.fromkeys(need for stage in stages for need in needs.get(stage, ()))
+    if not wanted:
+        return
+    data, rows = ctx.data(), ctx.options.max_rows
+    hint = f"raise --max-rows (now {rows})" if rows else "check the data files (data report)"
+    for kind, split in wanted:
+        texts = getattr(data, kind)[split]
+        count = (lm_blocks(texts, ctx.tokenizer(), ctx.profile.data.max_length)[1]["blocks"]
+                 if kind == "poems" else len(texts))
+        if count == 0:
+            unit = f"blocks of {ctx.profile.data.max_length} tokens" if kind == "poems" else "rows"
+            raise ValueError(f"the {split} split of the {kind} has no {unit} "
+                             f"({len(texts)} text(s)), so {', '.join(stages)} cannot run; {hint}")
 
 
 def write_generations(ctx: Context, model, name: str, rows: list[dict]) -> None:
