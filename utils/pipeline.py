@@ -42,7 +42,7 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
     """
     options = options or RunOptions()
     profile, stages, run_dir = options.apply(get_profile(profile)), check_stages(stages), Path(run_dir)
-    changes = check_run(profile, run_dir, options, stages)  # every process, before any writes
+    changes = check_run(profile, run_dir, options, stages, config_extra.get("notebook"))  # before any writes
     rank, world = init_distributed()
     if rank == 0:
         try:
@@ -65,11 +65,12 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
             run_guard.release_lock(run_dir)
 
 
-def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages) -> dict:
+def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages, owner=None) -> dict:
     """Every check that needs no model, before anything is written; the settings --resume changes.
 
     The --from-run source must exist and fit the profile; --overwrite deletes only a run that is
-    not that source; --resume needs the run and its settings (utils/run_guard.py).
+    not that source nor a notebook's (unless `owner`, the notebook, made it); --resume needs the
+    run and its settings (utils/run_guard.py).
     """
     if options.from_run and {"stage1", "merge"} & set(stages):
         raise ValueError("--from-run takes stage 1 from another run; drop stage1 and merge from --stages")
@@ -84,7 +85,7 @@ def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages) -> d
     if options.resume:
         return run_guard.check_resume(run_dir, profile, options.allow_changed_settings)
     if options.overwrite:
-        run_guard.check_overwrite(run_dir, source)
+        run_guard.check_overwrite(run_dir, source, owner)
     elif not run_guard.is_leftover(run_dir):
         registry.check_new_run(run_dir)
     return {}

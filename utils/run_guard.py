@@ -82,7 +82,8 @@ def clear_run_dir(run_dir: Path) -> None:
 
 def check_overwrite(run_dir: Path, from_run: Path | None = None, owner: str | None = None) -> None:
     """Refuse an --overwrite that would delete a non-run folder, the --from-run source, or a
-    run made by someone else than `owner` (a notebook name; None: anyone may)."""
+    run made by another writer than `owner` (a notebook's name; None: utils.pipeline, which may
+    replace pipeline runs but not a notebook's)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunGuardError(f"{run_dir} is a file, not a run folder; choose another --run-name "
@@ -96,8 +97,8 @@ def check_overwrite(run_dir: Path, from_run: Path | None = None, owner: str | No
         raise RunGuardError(f"{run_dir} is not a run folder (it has no {registry.CONFIG} naming a "
                             "profile), so --overwrite will not delete it; move it away or choose "
                             "another --run-name")
-    made_by = made_by_of(run_dir)
-    if owner is not None and made_by != owner:
+    made_by, owner = made_by_of(run_dir), owner or "utils.pipeline"
+    if made_by != owner:
         raise RunGuardError(f"run {run_dir.name!r} was made by {made_by}, not {owner}; overwriting "
                             f"it would delete {made_by}'s models. Choose another run name")
 
