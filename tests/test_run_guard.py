@@ -56,7 +56,7 @@ def test_a_notebook_never_overwrites_another_notebooks_run(tmp_path):  # D3
     run_guard.check_overwrite(own, owner="07_stage2_full_finetuning")  # its own run: allowed
     run_guard.check_overwrite(tmp_path / "new", owner="07_stage2_full_finetuning")
     message = refused(tmp_path, "--run-name", "06-stage1-tiny", "--overwrite", "--stages", "data")
-    assert "made by 06_stage1_lora_domain_adaptation, not utils.pipeline" in message  # notebook 08's path
+    assert "made by 06_stage1_lora_domain_adaptation, not utils.pipeline" in message  # notebook 08
     assert (run / "metrics.json").exists()
 
 

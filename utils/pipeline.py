@@ -42,7 +42,8 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
     """
     options = options or RunOptions()
     profile, stages, run_dir = options.apply(get_profile(profile)), check_stages(stages), Path(run_dir)
-    changes = check_run(profile, run_dir, options, stages, config_extra.get("notebook"))  # before any writes
+    # Every process checks, before anything is written.
+    changes = check_run(profile, run_dir, options, stages, config_extra.get("notebook"))
     rank, world = init_distributed()
     if rank == 0:
         try:
@@ -116,7 +117,8 @@ def run_stages(profile, run_dir, options, stages, inputs, rank) -> Context:
             print(f"stage {name} done in {time.perf_counter() - start:.1f} s")
         barrier()
     if ctx.is_main:  # a folder without this is a run that stopped (run_guard.is_leftover)
-        registry.update_section(run_dir, registry.CONFIG, "finished", time.strftime("%Y-%m-%d %H:%M:%S"))
+        registry.update_section(run_dir, registry.CONFIG, "finished",
+                                time.strftime("%Y-%m-%d %H:%M:%S"))
     return ctx
 
 

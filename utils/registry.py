@@ -61,7 +61,8 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, obj) -> Path:
     """Pretty JSON, written atomically: a reader sees the old file or the new one, never half."""
-    return write_text_atomic(path, json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
+    text = json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
 
 
 def json_safe(obj):
@@ -320,8 +321,9 @@ def render_report(run_dir: Path, png_name: str | None = None, samples_per_model:
     samples = read_samples(run_dir)
     if samples:
         lines += ["", "## Sample generations", ""]
-        for model in dict.fromkeys(s.get("model") for s in samples):  # a hand-edited line may lack keys
+        for model in dict.fromkeys(s.get("model") for s in samples):  # a hand edit may drop keys
             for s in [s for s in samples if s.get("model") == model][:samples_per_model]:
-                lines += [f"**{model}**, prompt:", "", "```", str(s.get("prompt", "")).strip(), "```",
-                          "generation:", "", "```", str(s.get("generation", "")).strip(), "```", ""]
+                prompt, text = (str(s.get(key, "")).strip() for key in ("prompt", "generation"))
+                lines += [f"**{model}**, prompt:", "", "```", prompt, "```",
+                          "generation:", "", "```", text, "```", ""]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@
 Checked by utils/pipeline.py before any stage writes (tests/README.md, the bad-input
 catalogue, lists every refusal):
 - `--overwrite` deletes only a folder that is a run (its config.json names a profile), never
-  the run that `--from-run` reads, and never a run that another notebook made (`owner`: notebook 07 checks its RUN_NAME);
+  the run that `--from-run` reads, and never a run another notebook made (`owner`; notebook
+  07's parameters cell checks its RUN_NAME);
 - one process writes a run at a time: a lock file names its holder (pid, host, time), and a
   lock whose holder is gone is stale and taken over;
 - `--resume` continues only a run that exists, with the settings it started with, unless

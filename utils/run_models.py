@@ -27,8 +27,9 @@ def stage1_run(ctx: Context) -> Path:
 def load_adapter_model(ctx: Context, run_dir: Path):
     """Base model + the LoRA adapter saved by stage 1 of `run_dir`."""
     adapter = run_dir / registry.STAGE1_ADAPTER
-    if (adapter / "adapter_config.json").exists() and folder_problem(adapter, "adapter_config.json"):
-        raise broken_folder(adapter, folder_problem(adapter, "adapter_config.json"), run_dir, "stage1")
+    problem = folder_problem(adapter, "adapter_config.json")
+    if (adapter / "adapter_config.json").exists() and problem:
+        raise broken_folder(adapter, problem, run_dir, "stage1")
     if not (adapter / "adapter_config.json").exists():
         raise registry.RunNotFoundError(
             f"run {run_dir.name!r} has no stage 1 adapter ({adapter} is missing); run "
@@ -81,7 +82,8 @@ def final_model(ctx: Context):
         stage, folder = found
         problem = folder_problem(folder)
         if problem:
-            raise broken_folder(folder, problem, ctx.run_dir, "stage2" if stage == "stage2" else "merge")
+            rebuild = "stage2" if stage == "stage2" else "merge"
+            raise broken_folder(folder, problem, ctx.run_dir, rebuild)
         return load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=folder), stage
     return load_model(ctx.profile, tokenizer=ctx.tokenizer()), "base"
 

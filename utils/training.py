@@ -213,13 +213,14 @@ class PoetTrainer(Trainer):
 
 def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, collator,
                   tokenizer=None, callbacks=(), **arg_overrides) -> PoetTrainer:
-    """A PoetTrainer with the stats, NaN and divergence callbacks, evaluating on the validation rows."""
+    """A PoetTrainer with the stats, NaN and divergence callbacks; evaluates on the validation rows."""
     args = training_arguments(cfg, output_dir, **arg_overrides)
     stats = TrainingStatsCallback()
     return PoetTrainer(model=model, args=args, train_dataset=list(train_rows),
                        eval_dataset=list(eval_rows), data_collator=collator,
                        processing_class=tokenizer, stats=stats,
-                       callbacks=[stats, NonFiniteLossCallback(), DivergenceCallback(), *callbacks])
+                       callbacks=[stats, NonFiniteLossCallback(), DivergenceCallback(),
+                                                  *callbacks])
 
 
 def last_logged(history: list[dict], key: str = "loss"):
