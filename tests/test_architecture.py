@@ -26,7 +26,8 @@ LAYERS = {
     "env": 1, "data": 1, "modeling": 1, "decoding": 1, "metrics": 1, "registry": 1,
     "notebook": 1, "plots": 1, "experiments": 1, "ratings": 1, "memory": 1, "memory_measure": 1,
     "pretrain_data": 1, "data_sources": 1, "contamination": 1, "gpu_memory": 1, "exercises": 1,
-    "seed_facts": 1, "model_shapes": 1, "chunked_loss": 1,
+    "seed_facts": 1, "model_shapes": 1, "chunked_loss": 1, "run_guard": 1,
+    "model_files": 1, "loss_guards": 1,
     # 2: one step of the data flow each: training, generation, evaluation, analysis
     "training": 2, "pretrain": 2, "generation": 2, "evaluation": 2, "runs": 2, "batching": 2,
     "efficiency": 2, "pipeline_bench": 2, "rating_items": 2, "preferences": 2, "learning": 2,

@@ -307,3 +307,9 @@ def test_bleu_with_several_references_matches_sacrebleu():
     assert metrics.bleu(hyps, refs) > metrics.bleu(hyps, [r[0] for r in refs])
     with pytest.raises(ValueError, match=r"references\[1\] is empty"):
         metrics.bleu(hyps, [["a"], [], ["b"]])
+
+
+def test_perplexity_of_a_diverged_loss_is_infinite_not_an_error():  # catalogue: C1
+    assert metrics.perplexity_from_loss(709.0) == pytest.approx(math.exp(709.0))
+    assert metrics.perplexity_from_loss(1.4e6) == math.inf
+    assert math.isnan(metrics.perplexity_from_loss(math.nan))

@@ -131,3 +131,16 @@ def test_fleiss_kappa_hand_computed():
     assert prefs.fleiss_kappa(_frame(rows)) == pytest.approx(17 / 41)
 
 
+
+
+def test_bradley_terry_on_groups_never_compared_works_with_the_advised_prior():  # catalogue: U5
+    # Two runs' samples rated against each other, two other runs' likewise: no common scale.
+    df = _games({("a", "b"): 2, ("b", "a"): 1, ("c", "d"): 3, ("d", "c"): 1})
+    with pytest.raises(ValueError, match="never compared with each other.*prior=0.5"):
+        prefs.bradley_terry(df)
+    table = prefs.bradley_terry(df, prior=0.5)  # what the error (and notebook 09's cell) advise
+    p = dict(zip(table["system"], table["strength"]))
+    assert all(np.isfinite(list(p.values()))) and p["a"] > p["b"] and p["c"] > p["d"]
+    assert math.prod(p.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="prior must be 0 or more"):
+        prefs.bradley_terry(df, prior=-1)

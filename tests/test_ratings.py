@@ -76,3 +76,18 @@ def test_empty_file_raises_a_clear_error(tmp_path):
         store.load_ratings(path)
     with pytest.raises(FileNotFoundError, match="rate some pairs first"):
         store.load_ratings(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("header", [
+    "\ufeff" + HEADER,  # Excel's "CSV UTF-8" starts with a byte-order mark
+    ",".join(f'"{name}"' for name in store.FIELDS) + "\r\n",  # Excel quotes every name
+])
+def test_a_header_with_a_bom_or_quotes_is_accepted(tmp_path, header):  # catalogue: U4
+    body = _write(tmp_path / "plain.csv", _ratings([("x", "y", "a"), ("y", "x", "b")])).read_bytes()
+    path = tmp_path / "excel.csv"
+    path.write_bytes(header.encode("utf-8") + body.split(b"\n", 1)[1])
+    df = store.load_ratings(path)
+    assert list(df["winner"]) == ["x", "x"] and df.attrs["skipped"] == {}
+    path.write_bytes(b"when,who\n" + body.split(b"\n", 1)[1])
+    with pytest.raises(ValueError, match="does not start with the header .* found 'when,who'"):
+        store.load_ratings(path)

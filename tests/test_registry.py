@@ -85,6 +85,9 @@ def test_existing_run_is_refused_without_overwrite(tmp_path):
     run = tmp_path / "run"
     registry.prepare_run_dir(run)
     (run / "metrics.json").write_text("{}")
+    with pytest.raises(registry.RunExistsError, match="not a run folder"):  # no config.json
+        registry.prepare_run_dir(run, overwrite=True)
+    registry.write_config(run, get_profile("tiny"))
     with pytest.raises(registry.RunExistsError, match="--overwrite"):
         registry.prepare_run_dir(run)
     registry.prepare_run_dir(run, resume=True)
@@ -125,3 +128,25 @@ def test_seed_table_has_the_seeds_columns():
                                  "val_loss": 2.75, "test_loss": 2.8})
     assert table.splitlines()[0].startswith("| batch | accumulation | epochs | learning rate")
     assert table.splitlines()[2] == "| 2 | 16 | 5 | 3e-05 | 2.5 | 2.75 | 2.8 |"
+
+
+def test_a_corrupt_registry_file_is_named(tmp_path):  # U2, C4 (metrics.json is [])
+    (tmp_path / "metrics.json").write_text("{\n")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'metrics.json'} is not valid JSON"):
+        registry.update_metrics(tmp_path, "eval", {"loss": 1.0})
+    (tmp_path / "metrics.json").write_text("[]")
+    with pytest.raises(ValueError, match="metrics.json holds list, not a JSON object; repair or delete it"):
+        registry.update_metrics(tmp_path, "eval", {"loss": 1.0})
+
+
+def test_bad_samples_lines_do_not_break_the_report_or_the_samples_writer(tmp_path):  # U2
+    run = _fake_run(tmp_path, "r", {"eval": {"loss": 1.5}})
+    (run / registry.SAMPLES).write_text('{"model": "stage2", "prompt": "p", "generation": "g"}\n'
+                                        'not json\n{"prompt": 7}\n')
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        report = registry.render_report(run)
+    assert "| eval | loss | 1.5 |" in report and "**stage2**, prompt:" in report
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        registry.write_samples(run, "stage2", [{"prompt": "q", "generation": "h"}])
+    rows = registry.read_samples(run)
+    assert [r.get("prompt") for r in rows] == [7, "q"]

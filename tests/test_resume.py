@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # 8 rows in a batch of 8: every step is a new epoch, with its own shuffle to restore on resume.
-ARGS = ["--stages", "stage2", "--max-steps", "4", "--save-steps", "2", "--max-rows", "8"]
+# The tiny profile logs every 5 steps (pocket base): 6 steps, a checkpoint at 5, so the loss
+# logged at step 6 covers step 6 alone in the unbroken run and in the resumed one.
+ARGS = ["--stages", "stage2", "--max-steps", "6", "--save-steps", "5", "--max-rows", "8"]
 
 
 def pipeline(runs: Path, *argv) -> subprocess.Popen:
@@ -47,16 +49,19 @@ def kill_after_checkpoint(proc: subprocess.Popen, folder: Path, step: int) -> No
 def test_killed_run_resumes_and_matches_an_unbroken_run(tmp_path):
     finish(pipeline(tmp_path, "--run-name", "unbroken"))
     proc = pipeline(tmp_path, "--run-name", "killed")
-    kill_after_checkpoint(proc, tmp_path / "killed" / "stage2" / "checkpoints", step=2)
+    kill_after_checkpoint(proc, tmp_path / "killed" / "stage2" / "checkpoints", step=5)
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "metrics.json").exists()  # it never got to the end
 
     out = finish(pipeline(tmp_path, "--run-name", "killed", "--resume"))
     resumed, unbroken = metrics(tmp_path, "killed"), metrics(tmp_path, "unbroken")
-    assert "resuming from" in out and resumed["resumed_from"].endswith("checkpoint-2")
-    assert resumed["global_step"] == unbroken["global_step"] == 4
-    # The loss logged at the last step covers steps 3 and 4 (logging_steps=2) in both runs; full
+    assert "resuming from" in out and resumed["resumed_from"].endswith("checkpoint-5")
+    assert resumed["global_step"] == unbroken["global_step"] == 6
+    # The loss logged at the last step covers step 6 (logging_steps=5) in both runs; full
     # determinism on a CPU makes them equal, and so are the final weights' validation and test losses.
     assert resumed["train_loss"] == pytest.approx(unbroken["train_loss"], rel=1e-6)
     assert resumed["val_loss"] == pytest.approx(unbroken["val_loss"], rel=1e-6)
     assert resumed["test_loss"] == pytest.approx(unbroken["test_loss"], rel=1e-6)
+    # The killed process's lock was stale and taken over; the resume is recorded, unchanged.
+    config = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert config["resumes"][-1]["changed"] == {} and not (tmp_path / "killed" / ".lock").exists()

@@ -77,3 +77,14 @@ def test_runs_table_labels_a_random_init_model(tmp_path):
     registry.write_config(tmp_path / "r", profile)
     (tmp_path / "r" / registry.METRICS).write_text("{}")
     assert runs.runs_table(tmp_path).iloc[0]["model"] == "tiny gpt2 (random init)"
+
+
+def test_a_diverged_run_has_infinite_perplexity_and_the_table_still_works(tmp_path):  # C1
+    run = _fake_run(tmp_path, "exploded", None)
+    registry.update_metrics(run, "stage2", {"val_loss": 1.4e6, "test_loss": 1.4e6,
+                                            "test_perplexity": math.inf})
+    assert json.loads((run / registry.METRICS).read_text())["stage2"]["test_perplexity"] == "inf"
+    _fake_run(tmp_path, "fine", {"stage2": {"val_loss": 2.0, "test_loss": 2.0}})
+    table = runs.runs_table(tmp_path).set_index("run")
+    assert table.loc["exploded", "perplexity"] == math.inf and table.loc["exploded", "val perplexity"] == math.inf
+    assert table.loc["fine", "perplexity"] == pytest.approx(math.exp(2.0))

@@ -1,6 +1,7 @@
 """utils.training: arguments, callbacks, exact packing, masking, the loss on a split."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -139,6 +140,23 @@ def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
     with pytest.raises(training.NonFiniteLossError, match=r"loss became nan at step 1 "
                        r"\(learning_rate=0\.001, dtype=float32\)"):
         trainer.train()
+
+
+def test_exploding_finite_loss_stops_training_naming_learning_rate(tmp_path):  # catalogue: C1
+    model, tok = load_model_and_tokenizer("tiny")
+    calls = []
+    # From the second forward pass on, logits x 1000: a finite loss thousands of times the first.
+    model.lm_head.register_forward_hook(lambda m, i, out: calls.append(1) or out * (1 if len(calls) < 2 else 1e3))
+    cfg = dataclasses.replace(get_profile("tiny").stage2, max_steps=3, logging_steps=1,
+                              eval_steps=10, per_device_train_batch_size=3)
+    trainer = training.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
+                                     SFTCollator(tok.pad_token_id), disable_tqdm=True)
+    with pytest.raises(training.DivergedLossError, match=r"training loss diverged: .* at step 2.*"
+                       r"learning_rate=0\.001\). Lower the learning rate"):
+        trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 2 and losses[0] < 2 * math.log(model.config.vocab_size) < losses[1]
+    assert all(math.isfinite(loss) for loss in losses)  # the NaN guard alone would not stop it
 
 
 # ---------------------------------------------------------------- the registry

@@ -116,9 +116,9 @@ def completion_loss(model, batch) -> float:
 
 
 def perplexity_from_loss(loss: float) -> float:
-    """Perplexity exp(loss) from a mean per-token cross-entropy in nats.
-    Introduced in notebook 08_evaluation."""
-    return math.exp(loss)
+    """Perplexity exp(loss) from a mean per-token cross-entropy in nats; math.inf past
+    exp's range (loss > 709, a diverged run) and NaN for NaN. Notebook 08_evaluation."""
+    return math.exp(loss) if loss <= 709 or math.isnan(loss) else math.inf
 
 
 def perplexity(model, batch) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ class RunOptions:
     overwrite: bool = _flag(False, "delete an existing run folder of the same name first")
     resume: bool = _flag(False, "continue an existing run folder; training stages restart from "
                                 "their last checkpoint")
+    allow_changed_settings: bool = _flag(False, "with --resume: train on with settings that differ "
+                                                "from the run's config.json (recorded there)")
     from_run: str | None = _flag(None, "stage 2 starts from this run's stage 1 (merged) model")
     epochs: float | None = _flag(None, "num_train_epochs of both stages (clears max_steps)")
     max_steps: int | None = _flag(None, "optimizer steps of each training stage")
@@ -60,6 +63,7 @@ class RunOptions:
     def __post_init__(self):
         if self.packing not in PACKING:
             raise ValueError(f"packing must be one of {', '.join(PACKING)}, got {self.packing!r}")
+        check_numbers(self)
 
     def apply(self, profile: Profile) -> Profile:
         """The profile with epochs, max_steps and learning_rate applied to both stages, and the
@@ -75,6 +79,26 @@ class RunOptions:
         data = {k: v for k, v in (("data_dir", self.data_dir),
                                   ("drop_contaminated", self.drop_contaminated)) if v is not None}
         return profile.replace(data=data) if data else profile
+
+
+# The smallest value each number may take; None: not given, the profile's value holds.
+MINIMA = {"epochs": 0.0, "learning_rate": 0.0, "max_steps": 1, "save_steps": 1, "max_rows": 1,
+          "num_samples": 0}
+
+
+def check_numbers(options: "RunOptions") -> None:
+    """Refuse NaN, infinite, zero or negative numbers before any work (ValueError naming the flag)."""
+    for name, low in MINIMA.items():
+        value = getattr(options, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value!r}")
+        too_small = value <= low if isinstance(low, float) else value < low
+        if too_small:
+            bound = f"above {low:g}" if isinstance(low, float) else f"at least {low}"
+            raise ValueError(f"{flag} must be {bound}, got {value!r}")
 
 
 def check_stages(names) -> list[str]:

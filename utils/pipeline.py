@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import registry
+from . import registry, run_guard
 from .config import Profile, get_profile, runs_dir
+from .model_files import StorageError, storage_error
 from .modeling import HubUnavailableError
 from .options import DEFAULT_STAGES, RunOptions, RunSpec, add_arguments, check_stages, from_namespace
 from .run_context import Context, Inputs
-from .stages import MAIN_ONLY, STAGES
+from .stages import MAIN_ONLY, STAGES, check_inputs
 from .training import NonFiniteLossError
 
 
@@ -41,21 +42,73 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
     """
     options = options or RunOptions()
     profile, stages, run_dir = options.apply(get_profile(profile)), check_stages(stages), Path(run_dir)
-    if options.from_run and {"stage1", "merge"} & set(stages):
-        raise ValueError("--from-run takes stage 1 from another run; drop stage1 and merge from --stages")
-    if options.from_run:
-        registry.find_run(options.from_run, run_dir.parent)  # fail now, not after stage 1
-    registry.check_new_run(run_dir, options.overwrite, options.resume)  # every process, before any writes
+    # Every process checks, before anything is written.
+    changes = check_run(profile, run_dir, options, stages, config_extra.get("notebook"))
     rank, world = init_distributed()
     if rank == 0:
-        registry.prepare_run_dir(run_dir, options.overwrite, options.resume)
-        if not (run_dir / registry.CONFIG).exists() or not options.resume:
-            extra = {"command": command} if command else {"options": dataclasses.asdict(options)}
-            registry.write_config(run_dir, profile, stages=stages, world_size=world, **extra,
-                                  **config_extra)
+        try:
+            run_guard.acquire_lock(run_dir)
+        except OSError as error:  # read-only folder, name too long, full disk: say which
+            raise storage_error(error, run_dir) from error
+        try:
+            start_run_dir(run_dir, profile, options, changes)
+            if not (run_dir / registry.CONFIG).exists() or not options.resume:
+                extra = {"command": command} if command else {"options": dataclasses.asdict(options)}
+                registry.write_config(run_dir, profile, stages=stages, world_size=world, **extra,
+                                      **config_extra)
+        except BaseException:
+            run_guard.release_lock(run_dir)
+            raise
+    try:
+        return run_stages(profile, run_dir, options, stages, inputs, rank)
+    finally:
+        if rank == 0:
+            run_guard.release_lock(run_dir)
+
+
+def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages, owner=None) -> dict:
+    """Every check that needs no model, before anything is written; the settings --resume changes.
+
+    The --from-run source must exist and fit the profile; --overwrite deletes only a run that is
+    not that source nor a notebook's (unless `owner`, the notebook, made it); --resume needs the
+    run and its settings (utils/run_guard.py).
+    """
+    if options.from_run and {"stage1", "merge"} & set(stages):
+        raise ValueError("--from-run takes stage 1 from another run; drop stage1 and merge from --stages")
+    if run_dir.parent.exists() and not run_dir.parent.is_dir():
+        raise ValueError(f"--runs-dir {run_dir.parent} is a file, not a folder; choose a folder")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run folder; choose another --run-name")
+    source = None
+    if options.from_run:
+        source = registry.find_run(options.from_run, run_dir.parent)  # fail now, not after stage 1
+        run_guard.check_from_run(source, profile)
+    if options.resume:
+        return run_guard.check_resume(run_dir, profile, options.allow_changed_settings)
+    if options.overwrite:
+        run_guard.check_overwrite(run_dir, source, owner)
+    elif not run_guard.is_leftover(run_dir):
+        registry.check_new_run(run_dir)
+    return {}
+
+
+def start_run_dir(run_dir: Path, profile: Profile, options: RunOptions, changes: dict) -> None:
+    """Empty the folder for --overwrite or a failed start's leftovers; record --resume's changes."""
+    if options.resume:
+        run_guard.record_resume(run_dir, profile, changes)
+    elif options.overwrite or run_guard.is_leftover(run_dir):
+        if run_guard.is_leftover(run_dir) and not options.overwrite:
+            print(f"note: {run_dir} holds only the config of a run that failed before training; "
+                  "it is replaced")
+        run_guard.clear_run_dir(run_dir)
+
+
+def run_stages(profile, run_dir, options, stages, inputs, rank) -> Context:
+    """Run the stages in order; the stages that only the main process runs are skipped elsewhere."""
     barrier()
     ctx = Context(profile, run_dir, options, is_main=rank == 0, inputs=inputs or Inputs())
     print(f"profile {profile.name}: {profile.description}\nrun folder: {run_dir}")
+    check_inputs(ctx, stages)  # an empty split is found now, not after training
     for name in stages:
         start = time.perf_counter()
         if ctx.is_main or name not in MAIN_ONLY:
@@ -63,6 +116,9 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
             STAGES[name](ctx)
             print(f"stage {name} done in {time.perf_counter() - start:.1f} s")
         barrier()
+    if ctx.is_main:  # a folder without this is a run that stopped (run_guard.is_leftover)
+        registry.update_section(run_dir, registry.CONFIG, "finished",
+                                time.strftime("%Y-%m-%d %H:%M:%S"))
     return ctx
 
 
@@ -114,7 +170,7 @@ def cli(argv=None) -> None:
     try:
         main(argv)
     except (ValueError, NonFiniteLossError, FileExistsError, FileNotFoundError,
-            HubUnavailableError) as error:
+            HubUnavailableError, StorageError) as error:
         sys.exit(f"error: {error}")
 
 

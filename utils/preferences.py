@@ -106,16 +106,22 @@ def bradley_terry(df: pd.DataFrame, prior: float = 0.0, max_iter: int = 10_000,
 
     P(i beats j) = p_i / (p_i + p_j). Update: p_i <- W_i / sum_j N_ij / (p_i + p_j), with W_i
     the wins of i (ties half) and N_ij the comparisons of i and j. `prior` adds that many
-    virtual wins each way to every compared pair, which keeps a never-winning system finite.
+    virtual wins each way to every pair of systems, compared or not: a never-winning system
+    stays finite, and groups of systems never compared with each other are tied together
+    (pulled towards equal strength) instead of having no common scale. Any prior > 0 fits.
     """
     systems, wins = win_matrix(df)
     if len(systems) < 2:
         raise ValueError(f"Bradley-Terry needs two systems or more, got {systems}")
     raw_wins, raw_games = wins.sum(axis=1), (wins + wins.T).sum(axis=1)
-    wins = wins + prior * ((wins + wins.T) > 0)
+    if prior < 0 or not np.isfinite(prior):
+        raise ValueError(f"prior must be 0 or more, got {prior}")
+    wins = wins + prior * (1 - np.eye(len(systems)))
     if not _strongly_connected(wins):
-        raise ValueError("some system never beat (or never lost to) the others, so its "
-                         "strength is 0 or infinite; collect more ratings or pass prior=0.5")
+        raise ValueError("some system never beat (or never lost to) the others, or two groups of "
+                         "systems were never compared with each other, so strengths are 0, "
+                         "infinite or on no common scale; collect more ratings or pass prior=0.5 "
+                         "(half a virtual win each way between every two systems)")
     games = wins + wins.T
     strength = np.ones(len(systems))
     for step in range(1, max_iter + 1):

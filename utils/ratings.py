@@ -107,6 +107,14 @@ def _parse_line(raw: bytes) -> tuple[dict | None, str]:
     return row, ""
 
 
+def _header(raw: bytes) -> list[str]:
+    """The header's names as CSV reads them: an Excel byte-order mark and quotes are fine."""
+    try:
+        return [name.strip() for name in next(csv.reader([raw.decode("utf-8-sig")]), [])]
+    except (UnicodeDecodeError, csv.Error):
+        return []
+
+
 def load_ratings(path: str | Path | None = None) -> pd.DataFrame:
     """The ratings of a preferences.csv; corrupted lines are skipped with a warning. Notebook 09.
 
@@ -119,8 +127,9 @@ def load_ratings(path: str | Path | None = None) -> pd.DataFrame:
     lines = [line.rstrip(b"\r") for line in path.read_bytes().split(b"\n")]
     if not any(line.strip() for line in lines[1:]):
         raise ValueError(f"{path} holds no ratings (the file is empty): nothing to analyse")
-    if lines[0].decode("utf-8", "replace").split(",") != list(FIELDS):
-        raise ValueError(f"{path} does not start with the header {','.join(FIELDS)}")
+    if _header(lines[0]) != list(FIELDS):
+        raise ValueError(f"{path} does not start with the header {','.join(FIELDS)}; found "
+                         f"{lines[0][:200].decode('utf-8', 'replace')!r}")
     rows, skipped = [], {}
     for number, raw in enumerate(lines[1:], start=2):
         if not raw.strip():

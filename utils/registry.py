@@ -15,6 +15,7 @@ Introduced in notebook 06; `python -m utils.pipeline` writes it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from .config import REPO_ROOT, Profile, get_profile, runs_dir
+from .model_files import checkpoint_is_intact, storage_error
 
 CONFIG, LOG_HISTORY, METRICS, SAMPLES = "config.json", "log_history.json", "metrics.json", "samples.jsonl"
 STAGE1_ADAPTER, MERGED, STAGE2_MODEL = "stage1/adapter", "merged", "stage2/model"
@@ -49,22 +51,45 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # pid: two writers never share a tmp
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(error, path.parent) from error
     os.replace(tmp, path)
     return path
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:
     """Pretty JSON, written atomically: a reader sees the old file or the new one, never half."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    text = json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
+
+
+def json_safe(obj):
+    """obj with NaN and infinite floats as the strings "nan", "inf", "-inf" (float() reads them)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def read_json(path: str | Path, default=None):
-    """The JSON in `path`, or `default` when the file does not exist."""
+    """The JSON in `path`, or `default` when the file does not exist; a broken file is a
+    ValueError naming it (and, with a dict default, a file that is not a JSON object too)."""
     path = Path(path)
     if not path.exists():
         return default
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); repair or delete it") from None
+    if isinstance(default, dict) and not isinstance(data, dict):
+        raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object; repair or delete it")
+    return data
 
 
 # ---------------------------------------------------------------- run folders
@@ -72,8 +97,9 @@ def read_json(path: str | Path, default=None):
 
 def check_run_name(name: str) -> str:
     """A run name must be one plain folder name (letters, digits, '.', '_', '-')."""
-    if not _RUN_NAME.match(name or ""):
-        raise ValueError(f"run name {name!r} must be a plain folder name: letters, digits, '.', '_', '-'")
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or len(name) > 100:
+        raise ValueError(f"run name {name!r} must be a plain folder name of at most 100 "
+                         "characters: letters, digits, '.', '_', '-'")
     return name
 
 
@@ -97,9 +123,13 @@ def check_new_run(run_dir: Path, overwrite: bool = False, resume: bool = False) 
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder; with overwrite (and not resume) delete the old one first."""
+    """Create the run folder; with overwrite (and not resume) delete the old one first, but only
+    if it is a run (it has a config.json): any other folder is refused, never deleted."""
     check_new_run(run_dir, overwrite, resume)
     if overwrite and not resume and run_dir.exists():
+        if not (run_dir / CONFIG).exists() and any(run_dir.iterdir()):
+            raise RunExistsError(f"{run_dir} is not a run folder (no {CONFIG}), so it is not "
+                                 "deleted; move it away or choose another run name")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -115,16 +145,13 @@ def find_run(name: str, root: str | Path | None = None) -> Path:
 
 
 def last_checkpoint(folder: str | Path) -> str | None:
-    """The newest complete Trainer checkpoint in `folder`, or None.
-
-    The Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save
-    (a kill during saving) and must not be resumed from.
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        return None
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    """The newest intact Trainer checkpoint in `folder`, or None; a newer one that was cut off
+    (no trainer_state.json, truncated weights: model_files.checkpoint_is_intact) is skipped
+    with a warning naming it."""
+    found = sorted(Path(folder).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    while found and not checkpoint_is_intact(found[-1]):
+        warnings.warn(f"{found.pop()} was cut off mid-save; resuming from the one before", stacklevel=2)
+    return str(found[-1]) if found else None
 
 
 # ---------------------------------------------------------------- the registry files
@@ -295,8 +322,9 @@ def render_report(run_dir: Path, png_name: str | None = None, samples_per_model:
     samples = read_samples(run_dir)
     if samples:
         lines += ["", "## Sample generations", ""]
-        for model in dict.fromkeys(s["model"] for s in samples):
-            for s in [s for s in samples if s["model"] == model][:samples_per_model]:
-                lines += [f"**{model}**, prompt:", "", "```", s["prompt"].strip(), "```",
-                          "generation:", "", "```", s["generation"].strip(), "```", ""]
+        for model in dict.fromkeys(s.get("model") for s in samples):  # a hand edit may drop keys
+            for s in [s for s in samples if s.get("model") == model][:samples_per_model]:
+                prompt, text = (str(s.get(key, "")).strip() for key in ("prompt", "generation"))
+                lines += [f"**{model}**, prompt:", "", "```", prompt, "```",
+                          "generation:", "", "```", text, "```", ""]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import torch
 from peft import PeftModel
 
 from . import registry
+from .model_files import BrokenModelError, folder_problem
 from .modeling import load_model, merge_lora
 from .run_context import Context
 
@@ -26,6 +27,9 @@ def stage1_run(ctx: Context) -> Path:
 def load_adapter_model(ctx: Context, run_dir: Path):
     """Base model + the LoRA adapter saved by stage 1 of `run_dir`."""
     adapter = run_dir / registry.STAGE1_ADAPTER
+    problem = folder_problem(adapter, "adapter_config.json")
+    if (adapter / "adapter_config.json").exists() and problem:
+        raise broken_folder(adapter, problem, run_dir, "stage1")
     if not (adapter / "adapter_config.json").exists():
         raise registry.RunNotFoundError(
             f"run {run_dir.name!r} has no stage 1 adapter ({adapter} is missing); run "
@@ -49,8 +53,24 @@ def stage2_start(ctx: Context):
         print("note: no stage 1 in this run and no --from-run: stage 2 starts from the base model")
         return load_model(ctx.profile, tokenizer=ctx.tokenizer()), "the base model"
     if source.name == registry.MERGED:
-        return load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=source), str(source)
+        problem = folder_problem(source)
+        adapter = run / registry.STAGE1_ADAPTER
+        if problem is None:
+            return load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=source), str(source)
+        if folder_problem(adapter, "adapter_config.json") is not None:
+            raise broken_folder(source, problem, run, "merge")
+        print(f"note: {source} is broken ({problem}); stage 2 starts from the intact stage-1 "
+              f"adapter in {adapter}, merged now. Delete {source} to silence this note")
+        source = adapter
     return merge_lora(load_adapter_model(ctx, run)), f"{source} (merged now)"
+
+
+def broken_folder(folder: Path, problem: str, run: Path, stages: str) -> BrokenModelError:
+    """The error for a model folder that cannot be loaded: what is wrong, and how to rebuild it."""
+    return BrokenModelError(
+        f"{folder} is broken: {problem}. It was cut off while being written (a kill or a full "
+        f"disk). Delete it and rebuild it: `python -m utils.pipeline --run-name {run.name} "
+        f"--resume --stages {stages}`")
 
 
 def final_model(ctx: Context):
@@ -60,6 +80,10 @@ def final_model(ctx: Context):
     found = registry.latest_model(ctx.run_dir)
     if found:
         stage, folder = found
+        problem = folder_problem(folder)
+        if problem:
+            rebuild = "stage2" if stage == "stage2" else "merge"
+            raise broken_folder(folder, problem, ctx.run_dir, rebuild)
         return load_model(ctx.profile, tokenizer=ctx.tokenizer(), path=folder), stage
     return load_model(ctx.profile, tokenizer=ctx.tokenizer()), "base"
 

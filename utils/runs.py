@@ -16,6 +16,7 @@ import pandas as pd
 from . import registry
 from .config import runs_dir
 from .evaluation import EVAL_KEYS
+from .metrics import perplexity_from_loss
 
 SEED_COLUMNS = ("model", "batch", "accumulation", "epochs", "learning rate", "training loss",
                 "val loss")
@@ -80,8 +81,8 @@ def run_row(run_dir: Path) -> dict:
     row = {"run": run_dir.name, "experiment": config.get("experiment", ""),
            "profile": profile.get("name"), "model": _model_label(profile), **_stage2_settings(s2),
            "training loss": _number(s2.get("train_loss")), "val loss": _number(s2.get("val_loss")),
-           "val perplexity": math.exp(_number(s2.get("val_loss"))),  # exp(nan) is nan
-           "test loss": test_loss, "perplexity": math.exp(test_loss),
+           "val perplexity": perplexity_from_loss(_number(s2.get("val_loss"))),  # nan stays nan
+           "test loss": test_loss, "perplexity": perplexity_from_loss(test_loss),
            "steps": _number(s2.get("global_step")), "stages": ",".join(metrics)}
     row["effective batch"] = _number(row["batch"]) * _number(row["accumulation"])  # nan if either is
     row.update({key: ev[key] for key in EVAL_KEYS if key in ev and key != "perplexity"})

@@ -19,6 +19,7 @@ from .evaluation import EVAL_MAX_EXAMPLES, evaluate_model
 from .generation import generate_texts
 from .learning import learning_report
 from .metrics import perplexity_from_loss
+from .model_files import building
 from .modeling import apply_lora, count_parameters, load_model, merge_lora, trainable_parameter_line
 from .options import STAGE_NAMES
 from .plots import save_loss_curves
@@ -81,8 +82,9 @@ def stage_stage1(ctx: Context) -> None:
                "train_loss": summary.pop("train_loss"), "val_loss": val_loss,
                "train_blocks": info["blocks"], "validation_blocks": val_info["blocks"],
                "block_size": block, "dropped_tokens": info["dropped_tokens"], **summary}
-    model.save_pretrained(ctx.run_dir / registry.STAGE1_ADAPTER)
-    tok.save_pretrained(ctx.run_dir / registry.STAGE1_ADAPTER)
+    with building(ctx.run_dir / registry.STAGE1_ADAPTER) as folder:  # whole or not at all
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
     registry.save_log_history(ctx.run_dir, "stage1", trainer.state.log_history)
     registry.update_metrics(ctx.run_dir, "stage1", metrics)
     prompts = [poem.split("\n")[0] + "\n" for poem in poems["validation"][:ctx.options.num_samples]]
@@ -103,8 +105,9 @@ def stage_merge(ctx: Context) -> None:
     print(f"merged: largest logit change {difference:.2e} (only float rounding should remain)")
     ctx.models.merged = merged
     if ctx.is_main:
-        merged.save_pretrained(ctx.run_dir / registry.MERGED)
-        ctx.tokenizer().save_pretrained(ctx.run_dir / registry.MERGED)
+        with building(ctx.run_dir / registry.MERGED) as folder:  # whole or not at all
+            merged.save_pretrained(folder)
+            ctx.tokenizer().save_pretrained(folder)
         registry.update_metrics(ctx.run_dir, "merge", {"max_abs_logit_difference": difference,
                                                        "path": registry.MERGED})
 
@@ -126,7 +129,8 @@ def stage_stage2(ctx: Context) -> None:
                             rows["train"], rows["validation"], collator, tok,
                             save_steps=ctx.options.save_steps)
     summary = train(trainer, resume=ctx.options.resume)
-    trainer.save_model(str(ctx.run_dir / registry.STAGE2_MODEL))  # writes on the main process only
+    with building(ctx.run_dir / registry.STAGE2_MODEL, enabled=ctx.is_main) as folder:
+        trainer.save_model(str(folder))  # writes on the main process only
     ctx.models.stage2 = model
     if not ctx.is_main:
         return
@@ -158,8 +162,8 @@ def stage_evaluate(ctx: Context) -> None:
     result = {"model": name, **split_losses(ctx, model), **scores}
     rows = [{"split": "test", **g, "seed": seed, "decode": decode.generate_kwargs()}
             for g in generations[:ctx.options.num_samples]]
+    registry.update_metrics(ctx.run_dir, "eval", result)  # first: samples cannot cost the scores
     registry.write_samples(ctx.run_dir, name, rows)
-    registry.update_metrics(ctx.run_dir, "eval", result)
     print(f"evaluate ({name}) on {scores['n_examples']} test pairs: loss {scores['loss']:.4f}, "
           f"perplexity {scores['perplexity']:.1f}, BLEU {scores['bleu']:.2f}, "
           f"ROUGE-L {scores['rouge_l']:.3f}, distinct-2 {scores['distinct_2']:.3f}, "
@@ -218,6 +222,30 @@ STAGES = {"data": stage_data, "stage1": stage_stage1, "merge": stage_merge,
           "prefer": stage_prefer}
 assert tuple(STAGES) == STAGE_NAMES, "utils/options.py lists the stages the CLI offers"
 MAIN_ONLY = ("merge", "evaluate", "report", "prefer")  # one process does these; the others wait
+
+
+def check_inputs(ctx: Context, stages) -> None:
+    """Before any stage trains: every split the stages need holds something to train or score.
+
+    An empty split would otherwise surface after minutes of training, as a Trainer error
+    ("num_samples=0", "batch is empty"). Raises ValueError naming the split and the fix.
+    """
+    needs = {"stage1": [("poems", "train"), ("poems", "validation")],
+             "stage2": [("instructions", s) for s in ("train", "validation", "test")],
+             "evaluate": [("instructions", "test")]}
+    wanted = dict.fromkeys(need for stage in stages for need in needs.get(stage, ()))
+    if not wanted:
+        return
+    data, rows = ctx.data(), ctx.options.max_rows
+    hint = f"raise --max-rows (now {rows})" if rows else "check the data files (data report)"
+    for kind, split in wanted:
+        texts = getattr(data, kind)[split]
+        count = (lm_blocks(texts, ctx.tokenizer(), ctx.profile.data.max_length)[1]["blocks"]
+                 if kind == "poems" else len(texts))
+        if count == 0:
+            unit = f"blocks of {ctx.profile.data.max_length} tokens" if kind == "poems" else "rows"
+            raise ValueError(f"the {split} split of the {kind} has no {unit} "
+                             f"({len(texts)} text(s)), so {', '.join(stages)} cannot run; {hint}")
 
 
 def write_generations(ctx: Context, model, name: str, rows: list[dict]) -> None:

@@ -7,7 +7,6 @@ trains every weight on poetry instructions. Both go through `build_trainer` and 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -18,6 +17,8 @@ from .chunked_loss import LeanLoRA, is_lora, lm_loss, supports_chunked_loss
 from .config import IGNORE_INDEX, TrainConfig
 from .data import SFTCollator, group_texts
 from .env import pick_device, pick_dtype
+from .loss_guards import (  # noqa: F401  (the errors are re-exported: callers catch them here)
+    DivergedLossError, DivergenceCallback, NonFiniteLossCallback, NonFiniteLossError, dtype_name)
 from .memory_measure import peak_memory_mb
 from .metrics import completion_loss
 from .registry import last_checkpoint
@@ -27,10 +28,6 @@ from .registry import last_checkpoint
 # block-diagonal mask for eager and sdpa, and into cu_seqlens for FlashAttention.
 # tests/test_training.py checks eager and sdpa on both tiny architectures.
 EXACT_PACKING_ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training or validation loss became NaN or infinite; the message says what to change."""
 
 
 # ---------------------------------------------------------------- arguments
@@ -71,14 +68,6 @@ def training_arguments(cfg: TrainConfig, output_dir, save_steps: int | None = No
     )
     args.update(overrides)
     return TrainingArguments(**args)
-
-
-def dtype_name(args: TrainingArguments) -> str:
-    """The precision a run trains in, as a word: bfloat16, float16 or float32."""
-    return "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
-
-
-# ---------------------------------------------------------------- callbacks
 
 
 class TrainingStatsCallback(TrainerCallback):
@@ -136,19 +125,6 @@ class TrainingStatsCallback(TrainerCallback):
         self.window = {"tokens": 0, "positions": 0, "seconds": 0.0}
 
 
-class NonFiniteLossCallback(TrainerCallback):
-    """Stops training with a clear error when a logged loss is NaN or infinite."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("loss", "eval_loss"):
-            value = (logs or {}).get(key)
-            if value is not None and not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"{key} became {value} at step {state.global_step} (learning_rate="
-                    f"{args.learning_rate:g}, dtype={dtype_name(args)}). Lower the learning rate "
-                    "(--learning-rate), or train in float32/bfloat16 instead of float16.")
-
-
 class PoetTrainer(Trainer):
     """A Trainer that shows each training batch to a TrainingStatsCallback before the step."""
 
@@ -196,7 +172,7 @@ class PoetTrainer(Trainer):
 
 def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, collator,
                   tokenizer=None, callbacks=(), **arg_overrides) -> PoetTrainer:
-    """A PoetTrainer with the stats and NaN callbacks, evaluating on the validation rows."""
+    """A PoetTrainer with the stats, NaN and divergence callbacks; evaluates on the validation rows."""
     args = training_arguments(cfg, output_dir, **arg_overrides)
     stats = TrainingStatsCallback()
     # A LoRA model (stage 1) trains with checkpointing and the chunked loss: utils/chunked_loss.py
@@ -205,7 +181,8 @@ def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, co
                        eval_dataset=list(eval_rows), data_collator=collator,
                        processing_class=tokenizer, stats=stats,
                        loss_fn=lm_loss if lean and supports_chunked_loss(model) else None,
-                       callbacks=[stats, NonFiniteLossCallback(), *callbacks, *lean])
+                       callbacks=[stats, NonFiniteLossCallback(), DivergenceCallback(), *callbacks,
+                                  *lean])
 
 
 def last_logged(history: list[dict], key: str = "loss"):
