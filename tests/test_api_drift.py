@@ -35,7 +35,7 @@ def _generation_keys() -> set[str]:
 TARGETS = {
     "TrainingArguments": lambda: _params(TrainingArguments),
     "Trainer": lambda: _params(Trainer.__init__),
-    "PoetTrainer": lambda: _params(Trainer.__init__) | {"stats"},
+    "PoetTrainer": lambda: _params(Trainer.__init__) | {"stats", "loss_fn"},  # our own two
     "LoraConfig": lambda: _params(LoraConfig),
     "GenerationConfig": lambda: set(GenerationConfig().to_dict()),
     "generate": _generation_keys,
