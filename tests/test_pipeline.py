@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from utils import pipeline, registry
+from utils.options import DEFAULT_STAGES
 from utils.modeling import load_model, load_tokenizer
 
 STAGE1_KEYS = {"trainable_params", "all_params", "train_loss", "val_loss"}
@@ -35,7 +36,7 @@ def test_all_stages_write_the_registry(runs):
     config = json.loads((folder / "config.json").read_text())
     assert config["profile"]["name"] == "tiny" and config["profile"]["stage2"]["max_steps"] == 2
     assert {"git_commit", "library_versions", "command"} <= set(config)
-    assert config["stages"] == list(pipeline.STAGES)
+    assert config["stages"] == list(DEFAULT_STAGES)  # prefer runs only when named
     metrics = json.loads((folder / "metrics.json").read_text())
     assert STAGE1_KEYS <= set(metrics["stage1"]) and STAGE2_KEYS <= set(metrics["stage2"])
     assert metrics["stage1"]["trainable_params"] < metrics["stage1"]["all_params"]
@@ -93,7 +94,7 @@ def test_tiny_llama_runs_every_stage(tmp_path):
 def test_unknown_stage_is_refused(tmp_path):
     message = refused(tmp_path, "--stages", "data,train")
     assert message == ("error: unknown stage 'train'; valid stages: "
-                       "data, stage1, merge, stage2, evaluate, report")
+                       "data, stage1, merge, stage2, evaluate, report, prefer")
     assert not tmp_path.joinpath("train").exists() and list(tmp_path.iterdir()) == []
 
 
