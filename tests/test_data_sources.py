@@ -140,3 +140,41 @@ def test_missing_data_dir_and_missing_split(tmp_path):
     next((copy / "poetry-instructions" / "data").glob("test-*")).unlink()
     with pytest.raises(DataError, match=r"split\(s\) \['test'\]"):
         data.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
+
+
+def test_a_malformed_json_lines_file_names_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    good = json.dumps({"conversation": conversation(1)})
+    path.write_text(f"{good}\n\n{good}\n{{\"conversation\": \"User: hi\n")
+    with pytest.raises(DataError, match=r"train\.jsonl, line 4 is not valid JSON.*fix or delete that line"):
+        data_sources.read_instruction_files({"train": path})
+    path.write_text(f"{good}\n[1, 2]\n")
+    with pytest.raises(DataError, match=r"line 2 holds a list, not a JSON object"):
+        data_sources.read_instruction_files({"train": path})
+    path.write_text(f"{good}\n{good}\n")
+    assert len(data_sources.read_instruction_files({"train": path})["train"]) == 2
+
+
+def test_rows_that_do_not_fit_the_schema_name_the_split_and_files(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('conversation\n"User: a\nAssistant: b"\n"x","y","z"\n')  # 3 fields in a 1-column file
+    with pytest.raises(DataError, match=r"the train split could not be read from .*train\.csv.*"
+                                        r"Expected 1 fields in line 3, saw 3.*fix or remove the bad one"):
+        data_sources.read_instruction_files({"train": path})
+
+
+def test_a_csv_with_an_unclosed_quote_names_the_file(tmp_path):
+    path = tmp_path / "PoetryFoundationData.csv"
+    path.write_text('Title,Poem,Poet,Tags\n"a","one\n"b","two","x",""\n"c",three,"y\n')
+    with pytest.raises(DataError, match=r"PoetryFoundationData\.csv could not be read as CSV.*quote"):
+        data_sources.read_poems_file(path)
+
+
+def test_instructions_without_any_assistant_turn_say_how_a_row_must_read():
+    from datasets import Dataset
+
+    rows = {s: Dataset.from_dict({"conversation": [f"User: write {i}. Assistant: here" for i in range(3)]})
+            for s in data_sources.SPLITS}
+    with pytest.raises(DataError, match=r"none of the 3 conversations in the instructions' train split "
+                                        r"has an Assistant turn.*'User: <request>\\nAssistant: <poem>'"):
+        data.prepare_instructions(rows, None, get_profile("tiny").data)  # refused before tokenizing

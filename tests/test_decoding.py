@@ -146,6 +146,13 @@ def test_empty_prompt_without_bos_is_a_clear_error():
         encode_prompt(tok, "", 5, 256)
 
 
+def test_a_lone_surrogate_in_a_prompt_is_named_not_a_type_error():
+    tok = gpt2_tokenizer()
+    with pytest.raises(ValueError, match=r"not valid text \('\\ud83d' at position 5\).*emoji"):
+        encode_prompt(tok, "rose \ud83d", 5, 256)
+    assert encode_prompt(tok, "rose \U0001F339", 5, 256).shape[1] > 1  # a whole emoji is fine
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_long_prompt_is_cut_from_the_left_with_a_warning(profile):
     model, tok = _model(profile)

@@ -296,6 +296,12 @@ def prepare_instructions(raw, tokenizer, cfg, deduplicate: bool = True) -> tuple
     pairs, no_assistant = {}, {}
     for split in SPLITS:
         pairs[split], no_assistant[split] = format_conversations(raw[split][CONVERSATION_COLUMN])
+        if not pairs[split] and no_assistant[split]:
+            raise DataError(
+                f"none of the {no_assistant[split]} conversations in the instructions' {split} "
+                f"split has an Assistant turn; each '{CONVERSATION_COLUMN}' must read "
+                "'User: <request>\\nAssistant: <poem>' (the Assistant on a new line). "
+                "Fix that split's file, or point the profile's instructions folder at another.")
     # Leakage is checked on the splits as shipped: the real train split repeats rows of the
     # validation and test splits, and a model tested on rows it trained on looks too good.
     leakage = leakage_report(pairs)

@@ -61,14 +61,45 @@ def check_parquet(path: str | Path) -> None:
                         "download may be cut short or a Git LFS pointer; download it again.")
 
 
+def check_json_lines(path: str | Path, text: str) -> None:
+    """Every non-blank line of a .jsonl file is one JSON object, or DataError naming the line."""
+    import json
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {number} is not valid JSON ({error.msg}, column "
+                            f"{error.colno}): {line[:60]!r}. Each line must be one object such as "
+                            '{"conversation": "User: ...\\nAssistant: ..."}; fix or delete that line.'
+                            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {number} holds a {type(row).__name__}, not a JSON "
+                            "object with named columns; fix or delete that line.")
+
+
 def check_readable(path: str | Path) -> str:
     """Check a data file before a library parses it (clear errors); returns its format."""
     kind = data_format(path)
     if kind == "parquet":
         check_parquet(path)
     else:
-        read_text_file(path)  # decode first: pandas' and datasets' errors on bad bytes are cryptic
+        text = read_text_file(path)  # decode first: pandas' and datasets' errors on bad bytes are cryptic
+        if Path(path).suffix.lower() == ".jsonl":
+            check_json_lines(path, text)
     return kind
+
+
+def read_csv_text(path: str | Path) -> pd.DataFrame:
+    """A CSV file as a frame; a parse error (e.g. an unclosed quote) names the file and the fix."""
+    try:
+        return pd.read_csv(io.StringIO(read_text_file(path)), keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError(f"{path} could not be read as CSV ({error}). A quote (\") opened in a "
+                        "field and never closed is the usual cause: open the file in a "
+                        "spreadsheet, fix that row and save it as CSV (UTF-8).") from None
 
 
 def require_columns(columns, required, source) -> None:
@@ -91,7 +122,7 @@ def read_poems_file(path: str | Path) -> pd.DataFrame:
     """Raw rows of a poems file in the Poetry Foundation schema (Title, Poem, Poet, Tags)."""
     kind = check_readable(path)
     if kind == "csv":
-        frame = pd.read_csv(io.StringIO(read_text_file(path)), keep_default_na=True)
+        frame = read_csv_text(path)
     elif kind == "parquet":
         frame = pd.read_parquet(path)
     else:
@@ -113,7 +144,13 @@ def read_instruction_files(files: dict) -> "datasets.DatasetDict":  # noqa: F821
         kinds = {check_readable(p) for p in paths}
         if len(kinds) > 1:
             raise DataError(f"split {split!r} mixes file types {sorted(kinds)}: {paths}; use one")
-        ds = datasets.load_dataset(kinds.pop(), data_files={split: [str(p) for p in paths]})[split]
+        try:
+            ds = datasets.load_dataset(kinds.pop(), data_files={split: [str(p) for p in paths]})[split]
+        except datasets.exceptions.DatasetGenerationError as error:  # a malformed row, mostly
+            raise DataError(f"the {split} split could not be read from {[str(p) for p in paths]}: "
+                            f"{str(error.__cause__ or error).strip()}. Check the file's rows against the "
+                            f"schema (one '{CONVERSATION_COLUMN}' column) and fix or remove the "
+                            "bad one.") from None
         require_columns(ds.column_names, [CONVERSATION_COLUMN], paths[0])
         out[split] = ds
     return datasets.DatasetDict(out)

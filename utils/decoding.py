@@ -58,6 +58,12 @@ def encode_prompt(tokenizer, prompt: str, max_new_tokens: int, max_positions: in
     """
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate, e.g. half an emoji cut from a file
+        raise ValueError(f"prompt has a character that is not valid text ({prompt[err.start]!r} "
+                         f"at position {err.start}), often half of an emoji; remove it or paste "
+                         "the text again") from None
     ids = tokenizer(prompt)["input_ids"]  # Llama-style tokenizers prepend BOS here
     bos = tokenizer.bos_token_id
     if not ids:
