@@ -177,6 +177,7 @@ def test_labels_mask_prompt_and_keep_eos_gpt2(gpt2_tok):
     row = data.encode_example("User: hi\nAssistant:", " Sure", gpt2_tok, max_length=32)
     prompt_len = len(gpt2_tok("User: hi\nAssistant:")["input_ids"])
     assert row["input_ids"][-1] == gpt2_tok.eos_token_id  # EOS appended...
+    assert gpt2_tok.decode(row["input_ids"][prompt_len:-1]) == " Sure\n"  # after the answer's newline
     assert row["labels"][-1] == gpt2_tok.eos_token_id  # ...and counted in the loss
     assert row["labels"][:prompt_len] == [-100] * prompt_len
     assert row["labels"][prompt_len:] == row["input_ids"][prompt_len:]

@@ -165,7 +165,7 @@ def test_prefer_stage_moves_the_property_without_collapse(stage2_run, tmp_path):
 
 
 def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full_run, monkeypatch):
-    from utils import options, registry, stages
+    from utils import options, pipeline, registry, runs, stages
 
     assert options.STAGE_NAMES[-1] == "prefer" and "prefer" not in options.DEFAULT_STAGES
     seen = {}
@@ -180,3 +180,11 @@ def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full
     assert seen["model_dir"] == run / registry.STAGE2_MODEL
     assert seen["output_dir"] == run / registry.STAGE3_MODEL and seen["prompts"] > 0
     assert registry.read_json(run / registry.METRICS)["preference"] == {"pairs": 3, "simulated": True}
+    # The command notebook 12 gives: a finished run gets its prefer stage by --resume.
+    seen.clear()
+    ctx = pipeline.main(["--runs-dir", str(run.parent), "--run-name", run.name, "--resume",
+                         "--num-samples", "1", "--stages", "prefer"])  # the fixture's settings
+    assert ctx.run_dir == run
+    assert seen["model_dir"] == run / registry.STAGE2_MODEL
+    row = runs.runs_table(run.parent).set_index("run").loc[run.name]
+    assert row["DPO pairs"] == 3 and bool(row["simulated rater"]) and "preference" in row["stages"]

@@ -56,7 +56,9 @@ def test_stage1_lowers_the_held_out_poem_loss(learned):
 def test_stage2_lowers_the_completion_loss_and_learns_the_format(learned):
     loss, eos, user = learned["completion_loss"], learned["eos_rate"], learned["user_turn_rate"]
     assert loss["stage2"] <= loss["stage1"] - 0.3
-    # The base never ends an answer within the budget; stage 2 ends most of them with EOS
-    # (measured 0.61 on 2 cores, 2026-12-04; the issue's target is 0.8, not reached yet).
-    assert eos["base"] <= 0.1 and eos["stage2"] >= eos["base"] + 0.4
+    # The base never ends an answer within the budget; stage 2 ends nearly all of them with EOS
+    # (the answers end with a newline and EOS; see utils.data.encode_example).
+    assert eos["base"] <= 0.1 and eos["stage2"] >= 0.8
     assert user["stage2"] <= 0.05
+    # Stopping is not the same as stopping at once: stage 2's answers have words in them.
+    assert learned["answer_tokens"]["stage2"] >= 5

@@ -88,3 +88,17 @@ def test_a_diverged_run_has_infinite_perplexity_and_the_table_still_works(tmp_pa
     table = runs.runs_table(tmp_path).set_index("run")
     assert table.loc["exploded", "perplexity"] == math.inf and table.loc["exploded", "val perplexity"] == math.inf
     assert table.loc["fine", "perplexity"] == pytest.approx(math.exp(2.0))
+
+
+def test_runs_table_shows_the_prefer_stage_once_a_run_has_it(tmp_path):
+    _fake_run(tmp_path, "a", {"stage2": {"test_loss": 3.0}})
+    assert "DPO pairs" not in runs.runs_table(tmp_path).columns  # no run preferred: no columns
+    _fake_run(tmp_path, "b", {"stage2": {"test_loss": 3.0}, "eval": {"loss": 3.0},
+                              "preference": {"pairs": 120, "pairs_dropped": 4, "simulated": True,
+                                             "property": "short_lines", "property_before": 0.5,
+                                             "property_after": 0.75, "reward_accuracy": 0.875}})
+    table = runs.runs_table(tmp_path).set_index("run")
+    b = table.loc["b"]
+    assert (b["DPO property"], b["property before"], b["property after"]) == ("short_lines", 0.5, 0.75)
+    assert (b["DPO pairs"], b["simulated rater"], b["reward accuracy"]) == (120, True, 0.875)
+    assert b["stages"] == "stage2,eval,preference" and math.isnan(table.loc["a", "property after"])

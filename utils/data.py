@@ -164,16 +164,22 @@ def deduplicate_splits(splits: dict[str, list], priority=("test", "validation", 
 
 # ---------------------------------------------------------------- tokenizing
 
+ANSWER_END = "\n"  # every completion ends with a newline, then EOS (see encode_example)
+
 
 def encode_example(prompt: str, completion: str, tokenizer, max_length: int) -> dict:
     """input_ids and labels for supervised fine-tuning: -100 on the prompt, EOS appended and kept.
 
     The prompt gets the tokenizer's special tokens (BOS for Llama-style tokenizers, none for
-    GPT-2); the completion gets none but ends with EOS, which the loss must see so the model
-    learns to stop. Raises DataError when the row would exceed max_length.
+    GPT-2); the completion gets none but ends with a newline and EOS, which the loss must see so
+    the model learns to stop. The newline is there because a poem's every other line ends with
+    one: trained on "last word + EOS", a model that writes its usual newline after the last line
+    is somewhere it never saw EOS and keeps writing blank lines (measured on the pocket model:
+    19 of 31 test answers ended within 256 tokens without the newline, 31 of 31 with it).
+    Raises DataError when the row would exceed max_length.
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion + ANSWER_END, add_special_tokens=False)["input_ids"]
     completion_ids = completion_ids + [tokenizer.eos_token_id]
     if len(prompt_ids) >= max_length:
         raise DataError(f"prompt has {len(prompt_ids)} tokens but max_length is {max_length}; "

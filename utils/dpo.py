@@ -57,7 +57,9 @@ class PreferenceConfig:
 
 # Tiny: sized by measurement on the tiny profile (tests/test_dpo.py asserts what it moves).
 PREFERENCE_CONFIGS = {
-    "tiny": PreferenceConfig(learning_rate=5e-5, max_steps=24, max_length=256, max_prompts=32,
+    # 12 steps at 1e-4 on 24 prompts' pairs: short_lines 0.42 -> 0.83, held-out reward accuracy
+    # 0.88, in 101 s on 2 cores (2026-12-04); 24 steps at 5e-5 on 32 prompts: 0.42 -> 0.76, 160 s.
+    "tiny": PreferenceConfig(learning_rate=1e-4, max_steps=12, max_length=256, max_prompts=24,
                              samples_per_prompt=6, eval_samples_per_prompt=3),
     "tiny-llama": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, max_prompts=48),
     # 8 pairs * 8 accumulation = the paper's 64 pairs per update. Not run yet: no GPU here.

@@ -4,7 +4,8 @@
 - `poem_loss`: loss on held-out poems, every token (what stage 1 trains);
 - `completion_loss`: loss on the instruction test split, completion tokens only (stage 2);
 - `eos_rate` / `user_turn_rate`: the share of greedy answers to held-out instruction prompts
-  that end with EOS within the token budget, and that start a new `User:` turn.
+  that end with EOS within the token budget, and that start a new `User:` turn;
+- `answer_tokens`: the median length of those answers (a model that stops at once says nothing).
 
 Notebooks 06-08 show them; the forgetting check is poem_loss after stage 2 against stage 1.
 """
@@ -83,6 +84,13 @@ def response_rates(answers) -> dict:
             "user_turn_rate": sum(bool(USER_TURN.search(text)) for text, _ in answers) / n}
 
 
+def median_tokens(tokenizer, texts) -> float:
+    """The median length in tokens of some texts: does a model that stops say anything first?"""
+    import statistics
+
+    return float(statistics.median(len(tokenizer(t)["input_ids"]) for t in texts)) if texts else 0.0
+
+
 def pocket_val_loss(model, tokenizer) -> float:
     """The base's loss on the held-out 5% of the pocket model's corpus (256-token blocks)."""
     block_size = getattr(model.config, "n_positions", 256)
@@ -102,6 +110,7 @@ def learning_report(models: dict, tokenizer, prepared, profile) -> dict:
     pairs = prepared.instructions["test"]
     prompts = [prompt for prompt, _ in pairs]
     report = {"poem_loss": {}, "completion_loss": {}, "eos_rate": {}, "user_turn_rate": {},
+              "answer_tokens": {},
               "n_poem_blocks": len(poems), "n_test_prompts": len(prompts),
               "max_new_tokens": block, "repetition_penalty": profile.decode.repetition_penalty}
     if profile.model.pretrained_dir and "base" in models:
@@ -114,5 +123,6 @@ def learning_report(models: dict, tokenizer, prepared, profile) -> dict:
                                      profile.decode.repetition_penalty)
             rates = response_rates(answers)
             report["eos_rate"][name] = rates["eos_rate"]
+            report["answer_tokens"][name] = median_tokens(tokenizer, [text for text, _ in answers])
             report["user_turn_rate"][name] = rates["user_turn_rate"]
     return report

@@ -1,4 +1,4 @@
-"""The run registry as a table: one row per run folder in the seed's format. Notebooks 08 and 10.
+"""The run registry as a table: one row per run folder in the seed's format. Notebooks 08, 10, 12.
 
 `runs_table` reads every run's config.json and metrics.json (utils/registry.py writes them);
 a broken run folder is skipped with a BrokenRunWarning instead of failing the whole table.
@@ -20,6 +20,12 @@ from .metrics import perplexity_from_loss
 
 SEED_COLUMNS = ("model", "batch", "accumulation", "epochs", "learning rate", "training loss",
                 "val loss")
+
+
+# metrics.json["preference"] (stage 3, DPO) -> runs-table column; shown once any run has it
+PREFERENCE_COLUMNS = {"property": "DPO property", "property_before": "property before",
+                      "property_after": "property after", "pairs": "DPO pairs",
+                      "simulated": "simulated rater", "reward_accuracy": "reward accuracy"}
 
 
 class BrokenRunWarning(UserWarning):
@@ -86,6 +92,8 @@ def run_row(run_dir: Path) -> dict:
            "steps": _number(s2.get("global_step")), "stages": ",".join(metrics)}
     row["effective batch"] = _number(row["batch"]) * _number(row["accumulation"])  # nan if either is
     row.update({key: ev[key] for key in EVAL_KEYS if key in ev and key != "perplexity"})
+    prefer = _section(metrics, "preference", registry.METRICS)
+    row.update({column: prefer[key] for key, column in PREFERENCE_COLUMNS.items() if key in prefer})
     return row
 
 
@@ -101,7 +109,8 @@ def runs_table(root=None) -> pd.DataFrame:
             warnings.warn(f"skipping run {name!r} in {root}: {error}", BrokenRunWarning, stacklevel=2)
     columns = ["run", "experiment", "profile", *SEED_COLUMNS, "val perplexity", "effective batch",
                "steps", "test loss", "perplexity", "stages"]
-    columns += [k for k in EVAL_KEYS if k not in columns and any(k in r for r in rows)]
+    optional = [*EVAL_KEYS, *PREFERENCE_COLUMNS.values()]
+    columns += [k for k in optional if k not in columns and any(k in r for r in rows)]
     table = pd.DataFrame(rows, columns=columns)
     return table.assign(source="measured here")
 

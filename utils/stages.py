@@ -175,8 +175,8 @@ def stage_evaluate(ctx: Context) -> None:
 
 def print_learning(learned: dict) -> None:
     """One line per measure of metrics.json["learning"]: did each stage move what it trains?"""
-    for key in ("poem_loss", "completion_loss", "eos_rate", "user_turn_rate"):
-        print(f"learning: {key:16s}", "  ".join(f"{k} {v:.3f}" for k, v in learned[key].items()))
+    for key in ("poem_loss", "completion_loss", "eos_rate", "user_turn_rate", "answer_tokens"):
+        print(f"learning: {key:16s}", "  ".join(f"{k} {v:.3f}" for k, v in learned.get(key, {}).items()))
     if "pocket_val_loss" in learned:
         print(f"learning: pocket_val_loss  {learned['pocket_val_loss']:.3f} (held-out Shakespeare)")
 
