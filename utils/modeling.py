@@ -101,7 +101,7 @@ def tiny_config(profile: Profile, tokenizer):
     """The 2-layer random-init config of a tiny profile, sized to the tokenizer."""
     m = profile.model
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+               pad_token_id=tokenizer.pad_token_id)  # Llama's embedding keeps its pad row at zero
     if m.architecture == "gpt2":
         return GPT2Config(vocab_size=len(tokenizer), n_positions=m.n_positions, n_embd=m.n_embd,
                           n_layer=m.n_layer, n_head=m.n_head, **ids)
@@ -157,9 +157,26 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
     # GPT2LMHeadModel's class name matches no key of transformers' loss table, so its first loss
     # would warn "loss_type=None ... unrecognized"; it is a causal LM and says so.
     model.loss_type = "ForCausalLM"
+    unclaim_pad_token(model)
     if tokenizer is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device) if device is not None else model
+
+
+def unclaim_pad_token(model):
+    """Move a pad id equal to EOS out of the model's config into its generation config.
+
+    Padding is the tokenizer's and the collator's business; GPT-2's own config names no pad
+    token. A config that names EOS as pad (the pocket model's did) makes GPT-2 warn "We
+    strongly recommend passing in an attention_mask" whenever a finished answer's EOS padding
+    reaches it during generation: it cannot tell that EOS from padding, though nothing is wrong.
+    """
+    pad = model.config.pad_token_id
+    if pad is not None and pad == model.config.eos_token_id:
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = pad
+        model.config.pad_token_id = None
+    return model
 
 
 def load_local_base(folder, dtype: torch.dtype | None = None):
@@ -170,8 +187,9 @@ def load_local_base(folder, dtype: torch.dtype | None = None):
             f"the tiny profile's pretrained base is missing: no model.safetensors in {folder}. "
             "Restore it with `git checkout models/`, retrain it with `python -m utils.pretrain` "
             "(about 35 minutes on 2 CPU cores), or use random init: config.random_init(profile)")
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
-                                                use_safetensors=True).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
+                                                 use_safetensors=True)
+    return unclaim_pad_token(model).eval()
 
 
 def load_model_and_tokenizer(profile: Profile | str | None = None, path=None, **kwargs):
