@@ -106,13 +106,25 @@ class LeanLoRA(TrainerCallback):
     def __init__(self, model):
         self.model, self.use_cache = model, causal_lm(model).config.use_cache
         causal_lm(model).config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_checkpointing(model, True)
         model.enable_input_require_grads()
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.model.gradient_checkpointing_disable()
+        set_checkpointing(self.model, False)
         self.model.disable_input_require_grads()
         causal_lm(self.model).config.use_cache = self.use_cache
+
+
+def set_checkpointing(model, on: bool) -> None:
+    """Activation checkpointing on or off, by transformers' current names where it has them
+    (5.2x renamed gradient_checkpointing_* and warns on the old names; Colab's may predate it)."""
+    lm = causal_lm(model)
+    if not on:
+        (getattr(lm, "activation_checkpointing_disable", None) or lm.gradient_checkpointing_disable)()
+    elif hasattr(lm, "activation_checkpointing_enable"):
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def is_lora(model) -> bool:

@@ -55,10 +55,9 @@ class PreferenceConfig:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
 
 
-# Tiny: sized by measurement on the tiny profile (tests/test_dpo.py asserts what it moves).
+# Tiny: measured 2026-12-04 on 2 cores, short_lines 0.42 -> 0.83 in 101 s (24 steps at 5e-5:
+# 0.76 in 160 s); tests/test_dpo.py asserts what it moves.
 PREFERENCE_CONFIGS = {
-    # 12 steps at 1e-4 on 24 prompts' pairs: short_lines 0.42 -> 0.83, held-out reward accuracy
-    # 0.88, in 101 s on 2 cores (2026-12-04); 24 steps at 5e-5 on 32 prompts: 0.42 -> 0.76, 160 s.
     "tiny": PreferenceConfig(learning_rate=1e-4, max_steps=12, max_length=256, max_prompts=24,
                              samples_per_prompt=6, eval_samples_per_prompt=3),
     "tiny-llama": PreferenceConfig(learning_rate=5e-5, max_steps=30, max_length=256, max_prompts=48),
@@ -147,10 +146,9 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
 def batch_dpo_loss(model, ref_model, batch: dict, beta: float):
     """dpo_loss of a batch collated by TRL (the chosen rows first, then the rejected rows)."""
     args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-    policy = completion_logps(model, *args)
     with torch.no_grad():
         ref = completion_logps(ref_model, *args)
-    return dpo_loss(*policy.chunk(2), *ref.chunk(2), beta)
+    return dpo_loss(*completion_logps(model, *args).chunk(2), *ref.chunk(2), beta)
 
 
 def answer_logps(model, tokenizer, prompts, answers, batch_size: int = 16) -> torch.Tensor:
@@ -266,6 +264,12 @@ def build_dpo_trainer(model, tokenizer, train_pairs, eval_pairs, cfg: Preference
     return trainer
 
 
+def trl_loss(trainer, model, batch) -> float:
+    """TRL's DPO loss of one batch outside training, quietly (notebook 12 checks ours against it)."""
+    with _quiet(), torch.no_grad():
+        return trainer.compute_loss(model, batch).item()
+
+
 def train_dpo(trainer) -> dict:
     """Train quietly; return the last logged training numbers and the held-out evaluation."""
     with _quiet():
@@ -321,7 +325,6 @@ def prefer_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompt
                "property_before": before["property"], "property_after": after["property"],
                "distinct_2_before": before["distinct_2"], "distinct_2_after": after["distinct_2"],
                "reward_accuracy": result["eval"].get("eval_rewards/accuracies")}
-    say(f"{metrics['property']}: {metrics['property_before']:.3f} -> {metrics['property_after']:.3f}; "
-        f"distinct-2 {metrics['distinct_2_before']:.3f} -> {metrics['distinct_2_after']:.3f}; "
-        f"held-out reward accuracy {metrics['reward_accuracy']:.3f}")
+    say("{property}: {property_before:.3f} -> {property_after:.3f}; distinct-2 {distinct_2_before:.3f} "
+        "-> {distinct_2_after:.3f}; held-out reward accuracy {reward_accuracy:.3f}".format(**metrics))
     return metrics

@@ -15,6 +15,7 @@ import torch
 from .config import DecodeConfig
 from .decoding import check_settings, context_length, encode_prompt
 from .env import set_seed, torch_threads
+from .modeling import eos_is_not_padding
 
 # check_settings validates these; the others (do_sample, eos ids, ...) pass straight through
 _CHECKED = ("num_beams", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens",
@@ -83,7 +84,7 @@ def generate_batched(model, tokenizer, prompts, settings: DecodeConfig | dict,
     encoded = [encode_prompt(tokenizer, p, kwargs["max_new_tokens"], limit) for p in prompts]
     model.eval()
     try:
-        with torch_threads(cpu_threads(device, batch_size)), torch.no_grad():
+        with torch_threads(cpu_threads(device, batch_size)), torch.no_grad(), eos_is_not_padding(model):
             for start in range(0, len(encoded), batch_size):
                 batch = _left_padded(encoded[start:start + batch_size], tokenizer.pad_token_id, device)
                 if seed is not None:

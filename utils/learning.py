@@ -18,6 +18,7 @@ import torch
 
 from .decoding import context_length
 from .evaluation import completion_loss_on_pairs
+from .modeling import eos_is_not_padding
 from .pretrain_data import pretraining_blocks
 from .training import lm_blocks
 
@@ -61,10 +62,12 @@ def greedy_answers(model, tokenizer, prompts, max_new_tokens: int, repetition_pe
             batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
                               padding=True).to(device)
             room = context_length(model) - batch["input_ids"].shape[1]  # prompt + answer must fit
-            out = model.generate(**batch, do_sample=False, num_beams=1,
-                                 max_new_tokens=min(max_new_tokens, room),
-                                 repetition_penalty=repetition_penalty, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id)
+            with eos_is_not_padding(model):  # a finished row's EOS fill is not padding
+                out = model.generate(**batch, do_sample=False, num_beams=1,
+                                     max_new_tokens=min(max_new_tokens, room),
+                                     repetition_penalty=repetition_penalty,
+                                     eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)
             for row in out[:, batch["input_ids"].shape[1]:].tolist():
                 ended = tokenizer.eos_token_id in row
                 kept = row[:row.index(tokenizer.eos_token_id)] if ended else row

@@ -11,6 +11,7 @@ import contextlib
 import importlib.resources
 import io
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def tiny_config(profile: Profile, tokenizer):
     """The 2-layer random-init config of a tiny profile, sized to the tokenizer."""
     m = profile.model
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)  # Llama's embedding keeps its pad row at zero
+               pad_token_id=tokenizer.pad_token_id)
     if m.architecture == "gpt2":
         return GPT2Config(vocab_size=len(tokenizer), n_positions=m.n_positions, n_embd=m.n_embd,
                           n_layer=m.n_layer, n_head=m.n_head, **ids)
@@ -157,26 +158,31 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
     # GPT2LMHeadModel's class name matches no key of transformers' loss table, so its first loss
     # would warn "loss_type=None ... unrecognized"; it is a causal LM and says so.
     model.loss_type = "ForCausalLM"
-    unclaim_pad_token(model)
     if tokenizer is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device) if device is not None else model
 
 
-def unclaim_pad_token(model):
-    """Move a pad id equal to EOS out of the model's config into its generation config.
+@contextlib.contextmanager
+def eos_is_not_padding(model):
+    """Inside the block the model's config names no pad token when its pad id is EOS.
 
-    Padding is the tokenizer's and the collator's business; GPT-2's own config names no pad
-    token. A config that names EOS as pad (the pocket model's did) makes GPT-2 warn "We
-    strongly recommend passing in an attention_mask" whenever a finished answer's EOS padding
-    reaches it during generation: it cannot tell that EOS from padding, though nothing is wrong.
+    Packed training rows carry no attention mask (position_ids keep the examples apart), and a
+    finished answer's row is filled with EOS while the others generate. GPT-2 sees an EOS at a
+    row's end, takes it for the pad id its config names (pad == EOS here, as the Trainer sets
+    it) and warns "We strongly recommend passing in an attention_mask". Nothing is padded
+    there, so for the forward pass the config stops naming a pad token; nothing else reads it.
     """
-    pad = model.config.pad_token_id
-    if pad is not None and pad == model.config.eos_token_id:
-        if model.generation_config.pad_token_id is None:
-            model.generation_config.pad_token_id = pad
-        model.config.pad_token_id = None
-    return model
+    config = getattr(model, "config", None)
+    pad = getattr(config, "pad_token_id", None)
+    same = pad is not None and pad == getattr(config, "eos_token_id", None)
+    if same:
+        config.pad_token_id = None
+    try:
+        yield model
+    finally:
+        if same:
+            config.pad_token_id = pad
 
 
 def load_local_base(folder, dtype: torch.dtype | None = None):
@@ -187,9 +193,8 @@ def load_local_base(folder, dtype: torch.dtype | None = None):
             f"the tiny profile's pretrained base is missing: no model.safetensors in {folder}. "
             "Restore it with `git checkout models/`, retrain it with `python -m utils.pretrain` "
             "(about 35 minutes on 2 CPU cores), or use random init: config.random_init(profile)")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
-                                                 use_safetensors=True)
-    return unclaim_pad_token(model).eval()
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
+                                                use_safetensors=True).eval()
 
 
 def load_model_and_tokenizer(profile: Profile | str | None = None, path=None, **kwargs):
@@ -217,7 +222,11 @@ def apply_lora(model, profile: Profile | str | None = None, target_modules=None)
     """Wrap a model with LoRA adapters (peft); only the adapters stay trainable. Notebook 06."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(profile, target_modules))
+    with warnings.catch_warnings():
+        # peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.2x renamed and
+        # warns about on every read; the read is inside peft, so only that one notice is muted.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora_config(profile, target_modules))
 
 
 def trainable_parameter_line(model) -> str:

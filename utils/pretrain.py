@@ -60,7 +60,7 @@ class PretrainConfig:
 def pocket_config(cfg: PretrainConfig, tokenizer) -> GPT2Config:
     return GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.block_size, n_embd=cfg.n_embd,
                       n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id)  # no pad: see modeling.unclaim_pad_token
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
 def learning_rate_at(step: int, cfg: PretrainConfig) -> float:

@@ -21,6 +21,7 @@ from .loss_guards import (  # noqa: F401  (the errors are re-exported: callers c
     DivergedLossError, DivergenceCallback, NonFiniteLossCallback, NonFiniteLossError, dtype_name)
 from .memory_measure import peak_memory_mb
 from .metrics import completion_loss
+from .modeling import eos_is_not_padding
 from .registry import last_checkpoint
 
 # Attention implementations that keep packed examples apart when given position_ids that
@@ -133,6 +134,11 @@ class PoetTrainer(Trainer):
         self.stats, self.loss_fn = stats, loss_fn
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The loss of one batch; packed rows (no attention mask) are not mistaken for padding."""
+        with eos_is_not_padding(self.model):
+            return self._loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """loss_fn(model, inputs, num_items) when set (stage 1's chunked loss), else the model's."""
         # A DDP-wrapped model must run its own forward, or its gradients would not be synchronised.
         if self.loss_fn is None or return_outputs or not model.training or model is not self.model:
@@ -154,7 +160,7 @@ class PoetTrainer(Trainer):
         was_training = model.training
         model.eval()
         sums = torch.zeros(2, dtype=torch.float64, device=self.args.device)  # (sum of NLL, tokens)
-        with torch.no_grad():
+        with torch.no_grad(), eos_is_not_padding(model):
             for inputs in self.get_eval_dataloader(eval_dataset):
                 inputs = self._prepare_inputs(inputs)
                 count = (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()  # the model shifts by one
