@@ -133,25 +133,18 @@ def test_the_raters_clicks_load_and_train(tiny_pair, tmp_path):
     assert all(not p.requires_grad for p in ref.parameters())
 
 
-@pytest.fixture(scope="session")
-def stage2_run(tiny_full_run):
-    """The tiny profile's stage-2 model: the whole run test_learning measures (conftest)."""
-    from utils import registry
-
-    return tiny_full_run.run_dir / registry.STAGE2_MODEL, tiny_full_run
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # a busy 2-core machine: it ran past 15 minutes once (4 min of CPU)
-def test_prefer_stage_moves_the_property_without_collapse(stage2_run, tmp_path):
+def test_prefer_stage_moves_the_property_without_collapse(tiny_full_run):
+    """The done-when, as a user runs it: `python -m utils.pipeline --resume --stages prefer` on
+    a finished tiny run, then metrics.json["preference"] and the runs table."""
+    from utils import pipeline, registry, runs
     from utils.modeling import load_model
 
-    model_dir, ctx = stage2_run
-    profile, tok = get_profile("tiny"), ctx.tokenizer()
-    instructions = ctx.data().instructions
-    metrics = dpo.prefer_stage(model_dir, tok, profile, tmp_path / "prefer",
-                               prompts=[p for p, _ in instructions["train"]],
-                               eval_prompts=[p for p, _ in instructions["test"]])
+    run = tiny_full_run.run_dir
+    pipeline.main(["--runs-dir", str(run.parent), "--run-name", run.name, "--resume",
+                   "--num-samples", "1", "--stages", "prefer"])  # the fixture's settings
+    metrics = registry.read_json(run / registry.METRICS)["preference"]
     assert set(metrics) == {"pairs", "pairs_dropped", "simulated", "property", "property_before",
                             "property_after", "distinct_2_before", "distinct_2_after",
                             "reward_accuracy"}
@@ -160,12 +153,15 @@ def test_prefer_stage_moves_the_property_without_collapse(stage2_run, tmp_path):
     assert metrics["property_after"] - metrics["property_before"] >= 0.15
     assert metrics["distinct_2_after"] >= 0.9 * metrics["distinct_2_before"]
     assert metrics["reward_accuracy"] > 0.5
-    tuned = load_model(profile, tokenizer=tok, path=tmp_path / "prefer")
+    tuned = load_model(get_profile("tiny"), tokenizer=tiny_full_run.tokenizer(),
+                       path=run / registry.STAGE3_MODEL)
     assert sum(p.numel() for p in tuned.parameters()) > 0
+    row = runs.runs_table(run.parent).set_index("run").loc[run.name]
+    assert row["property after"] == metrics["property_after"] and bool(row["simulated rater"])
 
 
 def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full_run, monkeypatch):
-    from utils import options, pipeline, registry, runs, stages
+    from utils import options, registry, runs, stages
 
     assert options.STAGE_NAMES[-1] == "prefer" and "prefer" not in options.DEFAULT_STAGES
     seen = {}
@@ -179,12 +175,7 @@ def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full
     run = tiny_full_run.run_dir
     assert seen["model_dir"] == run / registry.STAGE2_MODEL
     assert seen["output_dir"] == run / registry.STAGE3_MODEL and seen["prompts"] > 0
-    assert registry.read_json(run / registry.METRICS)["preference"] == {"pairs": 3, "simulated": True}
-    # The command notebook 12 gives: a finished run gets its prefer stage by --resume.
-    seen.clear()
-    ctx = pipeline.main(["--runs-dir", str(run.parent), "--run-name", run.name, "--resume",
-                         "--num-samples", "1", "--stages", "prefer"])  # the fixture's settings
-    assert ctx.run_dir == run
-    assert seen["model_dir"] == run / registry.STAGE2_MODEL
+    written = registry.read_json(run / registry.METRICS)["preference"]  # (merged with a real one)
+    assert (written["pairs"], written["simulated"]) == (3, True)
     row = runs.runs_table(run.parent).set_index("run").loc[run.name]
     assert row["DPO pairs"] == 3 and bool(row["simulated rater"]) and "preference" in row["stages"]

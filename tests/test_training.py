@@ -130,13 +130,18 @@ def test_stats_callback_counts_padding_share():
     assert summary["peak_memory_mb"] > 0
 
 
+def _logging_every_step(model, tok, tmp_path, max_steps: int):
+    """A stage-2 trainer that logs every step, so the loss guards see each loss."""
+    cfg = dataclasses.replace(get_profile("tiny").stage2, max_steps=max_steps, logging_steps=1,
+                              eval_steps=10, per_device_train_batch_size=3)
+    return training.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
+                                  SFTCollator(tok.pad_token_id), disable_tqdm=True)
+
+
 def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
     model, tok = load_model_and_tokenizer("tiny")
     model.lm_head.register_forward_hook(lambda module, inputs, out: out * float("nan"))
-    cfg = dataclasses.replace(get_profile("tiny").stage2, max_steps=2, logging_steps=1,
-                              eval_steps=10, per_device_train_batch_size=3)
-    trainer = training.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
-                                     SFTCollator(tok.pad_token_id), disable_tqdm=True)
+    trainer = _logging_every_step(model, tok, tmp_path, max_steps=2)
     with pytest.raises(training.NonFiniteLossError, match=r"loss became nan at step 1 "
                        r"\(learning_rate=0\.001, dtype=float32\)"):
         trainer.train()
@@ -147,10 +152,7 @@ def test_exploding_finite_loss_stops_training_naming_learning_rate(tmp_path):  #
     calls = []
     # From the second forward pass on, logits x 1000: a finite loss thousands of times the first.
     model.lm_head.register_forward_hook(lambda m, i, out: calls.append(1) or out * (1 if len(calls) < 2 else 1e3))
-    cfg = dataclasses.replace(get_profile("tiny").stage2, max_steps=3, logging_steps=1,
-                              eval_steps=10, per_device_train_batch_size=3)
-    trainer = training.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
-                                     SFTCollator(tok.pad_token_id), disable_tqdm=True)
+    trainer = _logging_every_step(model, tok, tmp_path, max_steps=3)
     with pytest.raises(training.DivergedLossError, match=r"training loss diverged: .* at step 2.*"
                        r"learning_rate=0\.001\). Lower the learning rate"):
         trainer.train()
