@@ -193,8 +193,10 @@ def load_local_base(folder, dtype: torch.dtype | None = None):
             f"the tiny profile's pretrained base is missing: no model.safetensors in {folder}. "
             "Restore it with `git checkout models/`, retrain it with `python -m utils.pretrain` "
             "(about 35 minutes on 2 CPU cores), or use random init: config.random_init(profile)")
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
-                                                use_safetensors=True).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
+                                                 use_safetensors=True)
+    model.loss_type = "ForCausalLM"  # see load_model
+    return model.eval()
 
 
 def load_model_and_tokenizer(profile: Profile | str | None = None, path=None, **kwargs):

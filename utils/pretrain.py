@@ -63,6 +63,14 @@ def pocket_config(cfg: PretrainConfig, tokenizer) -> GPT2Config:
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
+def new_pocket_model(cfg: PretrainConfig, tokenizer) -> GPT2LMHeadModel:
+    """A random-init pocket GPT-2. Its class name is not in transformers' loss table, which
+    would warn "loss_type=None ... unrecognized" at the first loss: it is a causal LM."""
+    model = GPT2LMHeadModel(pocket_config(cfg, tokenizer))
+    model.loss_type = "ForCausalLM"
+    return model
+
+
 def learning_rate_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warm-up to the peak, then a cosine down to min_lr_ratio x peak."""
     if step < cfg.warmup_steps:
@@ -175,7 +183,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = Fal
     torch.manual_seed(cfg.seed)
     tokenizer = gpt2_tokenizer()
     blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
-    model = GPT2LMHeadModel(pocket_config(cfg, tokenizer))
+    model = new_pocket_model(cfg, tokenizer)
     optimizer = make_optimizer(model, cfg)
     ckpt = out_dir / "checkpoint"
     state = {"step": 0, "history": [], "samples": [], "wall_s": 0.0, "tokens": 0}
