@@ -16,6 +16,7 @@ import re
 
 import torch
 
+from .data import token_lengths
 from .decoding import context_length
 from .evaluation import completion_loss_on_pairs
 from .modeling import eos_is_not_padding
@@ -91,7 +92,7 @@ def median_tokens(tokenizer, texts) -> float:
     """The median length in tokens of some texts: does a model that stops say anything first?"""
     import statistics
 
-    return float(statistics.median(len(tokenizer(t)["input_ids"]) for t in texts)) if texts else 0.0
+    return float(statistics.median(token_lengths(texts, tokenizer))) if texts else 0.0
 
 
 def pocket_val_loss(model, tokenizer) -> float:
