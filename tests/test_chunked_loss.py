@@ -6,7 +6,10 @@ import warnings
 
 import torch
 
-from utils.chunked_loss import is_lora, linear_cross_entropy, lm_loss, supports_chunked_loss
+from transformers.activations import NewGELUActivation
+
+from utils.chunked_loss import (LeanLoRA, fuse_gelu, is_lora, linear_cross_entropy, lm_loss,
+                               supports_chunked_loss, unfuse_gelu)
 from utils.config import IGNORE_INDEX, get_profile
 from utils.data import SFTCollator
 from utils.modeling import apply_lora, build_tiny_model
@@ -66,7 +69,11 @@ def test_stage1_trainer_uses_chunked_loss_and_checkpointing_then_undoes_it(gpt2_
     assert trainer.loss_fn is lm_loss
     calls = []
     trainer.loss_fn = lambda *a: calls.append(1) or lm_loss(*a)  # count that the Trainer uses it
-    assert model.get_base_model().is_gradient_checkpointing
+    base = model.get_base_model()
+    assert base.is_gradient_checkpointing
+    # every second block is checkpointed (the tiny model has two), and the GELU is the fused one
+    assert [block.gradient_checkpointing for block in base.transformer.h] == [True, False]
+    assert all(type(block.mlp.act) is torch.nn.GELU for block in base.transformer.h)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -74,8 +81,40 @@ def test_stage1_trainer_uses_chunked_loss_and_checkpointing_then_undoes_it(gpt2_
     notices = capsys.readouterr().err + " ".join(str(w.message) for w in caught)
     assert "use_cache=True" not in notices and len(calls) == 2
     assert not model.get_base_model().is_gradient_checkpointing  # the merged model must not keep it
+    assert all(type(block.mlp.act) is NewGELUActivation for block in base.transformer.h)
     # the adapters trained through the checkpointed blocks (lora_B starts at zero)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
     full = build_tiny_model(profile, gpt2_tok, seed=0)
     assert build_trainer(full, profile.stage2, tmp_path / "s2", rows, rows[:2],
                          SFTCollator(gpt2_tok.pad_token_id), gpt2_tok).loss_fn is None
+
+
+def test_fused_gelu_computes_gpt2s_gelu_and_is_put_back(gpt2_tok):
+    x = torch.linspace(-6, 6, 1001, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    fused, plain = torch.nn.GELU(approximate="tanh")(x), NewGELUActivation()(x2)
+    fused.sum().backward()
+    plain.sum().backward()
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)  # float rounding in the tails
+    _, model = tiny_lora(gpt2_tok)
+    model.eval()
+    batch = SFTCollator(gpt2_tok.pad_token_id)([{"input_ids": list(range(5, 40))}])
+    with torch.no_grad():
+        before = model(**batch).loss
+        swaps = fuse_gelu(model)
+        assert len(swaps) == 2  # one per block of the tiny model
+        fused_loss = model(**batch).loss
+        unfuse_gelu(swaps)
+    torch.testing.assert_close(fused_loss, before, rtol=1e-6, atol=1e-6)
+    assert all(type(child) is NewGELUActivation for _, _, child in swaps)
+    assert model.get_base_model().transformer.h[0].mlp.act is swaps[0][2]
+
+
+def test_lean_lora_without_checkpointing_only_fuses_the_gelu(gpt2_tok):
+    _, model = tiny_lora(gpt2_tok)
+    lean = LeanLoRA(model, checkpointing=False)
+    assert not model.get_base_model().is_gradient_checkpointing
+    assert type(model.get_base_model().transformer.h[1].mlp.act) is torch.nn.GELU
+    lean.on_train_end()
+    assert type(model.get_base_model().transformer.h[1].mlp.act) is NewGELUActivation

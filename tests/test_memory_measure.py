@@ -36,10 +36,10 @@ def test_unknown_model_and_strategy_are_rejected_before_any_process_starts():
 
 
 def test_pipeline_stage1_settings_run_in_the_fresh_process():
-    """LoRA with the pipeline's checkpointing and chunked loss trains only the adapters."""
+    """LoRA with the pipeline's checkpointing, chunked loss and fused GELU trains only the adapters."""
     out = measure_training_memory("tiny", "lora", batch_size=2, seq_len=32, steps=2,
-                                  checkpointing=True, chunked_loss=True)
+                                  checkpointing=True, chunked_loss=True, fused_gelu=True, every_n_layers=2)
     plain = measure_training_memory("tiny", "full", batch_size=2, seq_len=32, steps=2)
-    assert out["checkpointing"] and out["chunked_loss"]
+    assert out["checkpointing"] and out["chunked_loss"] and out["fused_gelu"] and out["every_n_layers"] == 2
     assert 0 < out["trainable"] < plain["trainable"] / 10
     assert out["optimizer_mb"] < plain["optimizer_mb"] / 10

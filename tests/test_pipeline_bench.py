@@ -44,3 +44,13 @@ def test_flops_per_token_counts_parameters_and_attention():
 def test_seed_rows_copy_the_inputs_as_labels():
     rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
     assert pb.seed_rows(rows) == [{"input_ids": [1, 2, 3]}]
+
+
+def test_stage1_memory_measures_ours_and_each_saver_alone_with_the_documented_keys():
+    out = pb.stage1_memory(batch_size=1, seq_len=32, steps=2, model="tiny")
+    assert MEMORY_KEYS <= set(out) and out["workload"]["model"] == "tiny"
+    assert out["workload"]["every_n_layers"] == pb.EVERY_N_LAYERS
+    for saver in ("checkpointing", "chunked_loss", "fused_gelu"):
+        assert out[f"lora_{saver}_peak_mb"] > 0 and out[f"lora_{saver}_step_s"] > 0
+    assert out["ratio"] == out["ours_peak_mb"] / out["full_peak_mb"]
+    assert out["step_ratio"] == out["ours_step_s"] / out["full_step_s"]

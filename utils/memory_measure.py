@@ -66,7 +66,8 @@ def peak_memory_mb() -> float:
 
 def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_size: int = 2,
                             seq_len: int = 8, steps: int = 2, checkpointing: bool = False,
-                            chunked_loss: bool = False, timeout: float = 900) -> dict:
+                            chunked_loss: bool = False, fused_gelu: bool = False, every_n_layers: int = 1,
+                            timeout: float = 900) -> dict:
     """Peak memory and step time of a few AdamW steps, measured in a fresh Python process.
 
     model: 'gpt2' (GPT2LMHeadModel(GPT2Config()), 124M, random init) or 'tiny' (the tiny
@@ -79,7 +80,8 @@ def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_s
         raise ValueError(f"model must be 'tiny' or 'gpt2' and strategy 'full' or 'lora', "
                          f"got {model!r} and {strategy!r}")
     args = dict(model=model, strategy=strategy, batch_size=batch_size, seq_len=seq_len,
-                steps=steps, checkpointing=checkpointing, chunked_loss=chunked_loss)
+                steps=steps, checkpointing=checkpointing, chunked_loss=chunked_loss,
+                fused_gelu=fused_gelu, every_n_layers=every_n_layers)
     # glibc keeps freed blocks up to 32 MiB for reuse, so RSS would count dead tensors; a fixed
     # 128 KiB mmap threshold gives every larger tensor its own mapping, returned when freed.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false",
@@ -138,7 +140,8 @@ def _warm_up_autograd() -> None:
     opt.step()
 
 
-def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, chunked_loss=False) -> dict:
+def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, chunked_loss=False,
+                  fused_gelu=False, every_n_layers=1) -> dict:
     """The child's work: build, reset the peak mark, train a few steps, report MiB."""
     from .modeling import load_tokenizer
 
@@ -152,8 +155,10 @@ def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, ch
     from .chunked_loss import LeanLoRA, lm_loss
 
     net = _build(model, strategy)
-    if checkpointing:
-        LeanLoRA(net) if strategy == "lora" else enable_checkpointing(net)
+    if strategy == "lora" and (checkpointing or fused_gelu):
+        LeanLoRA(net, checkpointing, every_n_layers, fused_gelu)
+    elif checkpointing:
+        enable_checkpointing(net)
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = adamw(params)  # its states appear at the first step, inside the measured peak
@@ -172,7 +177,8 @@ def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, ch
     peak = peak_rss()
     state = sum(t.nbytes for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
     return {"model": model, "strategy": strategy, "batch_size": batch_size, "seq_len": seq_len,
-            "checkpointing": checkpointing, "chunked_loss": chunked_loss, "trainable": sum(p.numel() for p in params),
+            "checkpointing": checkpointing, "chunked_loss": chunked_loss, "fused_gelu": fused_gelu,
+            "every_n_layers": every_n_layers, "trainable": sum(p.numel() for p in params),
             "weights_mb": (before_steps - before_build) / MB,
             "training_mb": (peak - before_steps) / MB, "total_mb": (peak - before_build) / MB,
             "optimizer_mb": state / MB,  # exp_avg, exp_avg_sq and a step counter per tensor

@@ -5,7 +5,8 @@
   fp32, labels copied from the inputs), on the same rows, in one process; real (non-padding)
   tokens per second, padding share and a CPU "MFU" (achieved over peak fp32 GEMM FLOP/s).
 - memory: stage 1 at batch 2 x 512 on the GPT-2 shape: the seed's full fine-tuning, plain
-  LoRA and the pipeline's LoRA (utils.chunked_loss), each in a fresh process.
+  LoRA, the pipeline's LoRA (utils.chunked_loss) and each of its savers alone, each in a
+  fresh process.
 - padding: the padding share of the pipeline's own stage-2 batches.
 Numbers are measured side by side and never asserted by tests. Notebook 11 reports them.
 """
@@ -24,6 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from .batching import SEED_BATCH_SIZE, SEED_MAX_LENGTH, collate, shuffled_batches, stage2_rows
+from .chunked_loss import EVERY_N_LAYERS
 from .config import get_profile
 from .data import SFTCollator
 from .memory_measure import measure_side_by_side
@@ -147,25 +149,29 @@ def training_flops_per_token(model, context: float) -> float:
 
 
 def stage1_memory(batch_size: int = SEED_BATCH_SIZE, seq_len: int = SEED_MAX_LENGTH,
-                  steps: int = 2, model: str = GPT2_SHAPE) -> dict:
+                  steps: int = 3, model: str = GPT2_SHAPE) -> dict:
     """Peak memory and step time of stage-1 training at the seed's workload, each in a fresh process.
 
     full: the seed's full fine-tuning; lora: plain LoRA; ours: LoRA as the pipeline's stage 1
-    trains it (checkpointing on the frozen base and the chunked loss); the two techniques
-    alone say what each buys. All five run at once (one thread each), so a busy machine slows
-    them alike; ~11 GB of memory in all at the default workload.
+    trains it (utils.chunked_loss: checkpointing every second block, the chunked loss, the
+    fused GELU); each technique alone says what it buys. All six run at once (one thread
+    each), so a busy machine slows them alike; ~15 GB of memory in all at the default workload.
     """
     common = dict(model=model, batch_size=batch_size, seq_len=seq_len, steps=steps)
     lora = {**common, "strategy": "lora"}
-    full, plain, ours, ckpt, chunked = measure_side_by_side(
-        {**common, "strategy": "full"}, lora, {**lora, "checkpointing": True, "chunked_loss": True},
-        {**lora, "checkpointing": True}, {**lora, "chunked_loss": True})
-    runs = {"full": full, "lora": plain, "ours": ours, "lora_checkpointing": ckpt, "lora_chunked_loss": chunked}
-    out = {"workload": {"batch_size": batch_size, "seq_len": seq_len, "model": model}}
+    savers = {"checkpointing": dict(checkpointing=True, every_n_layers=EVERY_N_LAYERS),
+              "chunked_loss": dict(chunked_loss=True), "fused_gelu": dict(fused_gelu=True)}
+    ours = {**lora, **{k: v for saver in savers.values() for k, v in saver.items()}}
+    names = ["full", "lora", "ours", *(f"lora_{name}" for name in savers)]
+    measured = measure_side_by_side({**common, "strategy": "full"}, lora, ours,
+                                    *({**lora, **saver} for saver in savers.values()))
+    runs = dict(zip(names, measured))
+    out = {"workload": {"batch_size": batch_size, "seq_len": seq_len, "model": model,
+                        "every_n_layers": EVERY_N_LAYERS}}
     out.update({f"{name}_peak_mb": r["total_mb"] for name, r in runs.items()})
-    out["ratio"] = ours["total_mb"] / full["total_mb"]
+    out["ratio"] = runs["ours"]["total_mb"] / runs["full"]["total_mb"]
     out.update({f"{name}_step_s": r["step_s"] for name, r in runs.items()})
-    out["step_ratio"] = ours["step_s"] / full["step_s"]
+    out["step_ratio"] = runs["ours"]["step_s"] / runs["full"]["step_s"]
     return out
 
 
@@ -192,8 +198,8 @@ def bench_sections() -> dict:
     """Zero-argument CPU measurements for `python -m utils.bench`."""
     return {
         "padding": lambda: {k: v for k, v in pipeline_padding().items() if k.endswith("_padding_share")},
-        # GPT-2 shape: 2 timed steps of 2 rows each way (a padded step takes ~1 min on 2 busy cores)
-        "throughput": lambda: [pipeline_throughput(GPT2_SHAPE, n_rows=4, repeats=1),
+        # GPT-2 shape: 4 timed steps of 2 rows each way, twice (a padded step: ~9 s on 2 quiet cores)
+        "throughput": lambda: [pipeline_throughput(GPT2_SHAPE, n_rows=8, repeats=2),
                                pipeline_throughput("tiny", n_rows=16, repeats=2)],
         "memory": stage1_memory,
     }
