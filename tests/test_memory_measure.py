@@ -4,7 +4,7 @@
 import pytest
 
 from utils.memory import MB, estimate_memory
-from utils.memory_measure import measure_training_memory, peak_memory_mb, peak_rss
+from utils.memory_measure import measure_in_turn, measure_training_memory, peak_memory_mb, peak_rss
 
 GPT2_PARAMS = 124_439_808  # tied embeddings counted once
 
@@ -43,3 +43,11 @@ def test_pipeline_stage1_settings_run_in_the_fresh_process():
     assert out["checkpointing"] and out["chunked_loss"] and out["fused_gelu"] and out["every_n_layers"] == 2
     assert 0 < out["trainable"] < plain["trainable"] / 10
     assert out["optimizer_mb"] < plain["optimizer_mb"] / 10
+
+
+def test_runs_in_turn_report_the_median_of_their_rounds_with_all_threads():
+    import torch
+
+    (out,) = measure_in_turn(dict(model="tiny", strategy="lora", batch_size=1, seq_len=16, steps=2), rounds=2)
+    assert len(out["step_s_rounds"]) == 2 and out["threads"] == torch.get_num_threads()
+    assert out["step_s"] == pytest.approx(sum(out["step_s_rounds"]) / 2)  # the median of two

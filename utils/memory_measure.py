@@ -67,21 +67,22 @@ def peak_memory_mb() -> float:
 def measure_training_memory(model: str = "gpt2", strategy: str = "full", batch_size: int = 2,
                             seq_len: int = 8, steps: int = 2, checkpointing: bool = False,
                             chunked_loss: bool = False, fused_gelu: bool = False, every_n_layers: int = 1,
-                            timeout: float = 900) -> dict:
+                            threads: int | None = 1, timeout: float = 900) -> dict:
     """Peak memory and step time of a few AdamW steps, measured in a fresh Python process.
 
     model: 'gpt2' (GPT2LMHeadModel(GPT2Config()), 124M, random init) or 'tiny' (the tiny
     profile's model); strategy: 'full' or 'lora'. Returns MiB: weights_mb (RSS added by
     building the model), training_mb (peak RSS during the steps minus RSS before them) and
     total_mb (their sum), optimizer_mb (the AdamW state tensors) and step_s (median seconds
-    per step after the first). Notebook 11.
+    per step after the first). threads: torch threads of the child (None: torch's default,
+    all cores). Notebook 11.
     """
     if model not in ("tiny", "gpt2") or strategy not in ("full", "lora"):
         raise ValueError(f"model must be 'tiny' or 'gpt2' and strategy 'full' or 'lora', "
                          f"got {model!r} and {strategy!r}")
     args = dict(model=model, strategy=strategy, batch_size=batch_size, seq_len=seq_len,
                 steps=steps, checkpointing=checkpointing, chunked_loss=chunked_loss,
-                fused_gelu=fused_gelu, every_n_layers=every_n_layers)
+                fused_gelu=fused_gelu, every_n_layers=every_n_layers, threads=threads)
     # glibc keeps freed blocks up to 32 MiB for reuse, so RSS would count dead tensors; a fixed
     # 128 KiB mmap threshold gives every larger tensor its own mapping, returned when freed.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false",
@@ -103,6 +104,22 @@ def measure_side_by_side(*runs: dict) -> list[dict]:
 
     with ThreadPoolExecutor(len(runs)) as pool:
         return list(pool.map(lambda kw: measure_training_memory(**kw), runs))
+
+
+def measure_in_turn(*runs: dict, rounds: int = 2) -> list[dict]:
+    """measure_training_memory for each dict of arguments, one fresh process at a time, all threads.
+
+    The way a user trains: one run alone with every core. `rounds` passes over all the runs
+    (so a slow spell of the machine hits every run once, not one run twice); each run's step
+    time and peak are the medians of its rounds. Used by `python -m utils.bench`.
+    """
+    results = [[] for _ in runs]
+    for _ in range(rounds):
+        for kwargs, out in zip(runs, results):
+            out.append(measure_training_memory(**{"threads": None, **kwargs}))
+    return [{**out[0], "step_s": statistics.median(r["step_s"] for r in out),
+             "total_mb": statistics.median(r["total_mb"] for r in out),
+             "step_s_rounds": [r["step_s"] for r in out]} for out in results]
 
 
 def _build(model: str, strategy: str):
@@ -141,13 +158,14 @@ def _warm_up_autograd() -> None:
 
 
 def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, chunked_loss=False,
-                  fused_gelu=False, every_n_layers=1) -> dict:
+                  fused_gelu=False, every_n_layers=1, threads=1) -> dict:
     """The child's work: build, reset the peak mark, train a few steps, report MiB."""
     from .modeling import load_tokenizer
 
     import peft  # noqa: F401  (imported by apply_lora; an import is not model memory)
 
-    torch.set_num_threads(1)  # steadier step times on a shared CPU (see throughput_comparison)
+    if threads:  # one thread: steadier step times for runs side by side on a shared CPU
+        torch.set_num_threads(threads)
     if model == "tiny":
         load_tokenizer("tiny")  # its caches belong to the imports, not to the model
     _warm_up_autograd()
@@ -178,7 +196,7 @@ def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, ch
     state = sum(t.nbytes for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
     return {"model": model, "strategy": strategy, "batch_size": batch_size, "seq_len": seq_len,
             "checkpointing": checkpointing, "chunked_loss": chunked_loss, "fused_gelu": fused_gelu,
-            "every_n_layers": every_n_layers, "trainable": sum(p.numel() for p in params),
+            "every_n_layers": every_n_layers, "threads": torch.get_num_threads(), "trainable": sum(p.numel() for p in params),
             "weights_mb": (before_steps - before_build) / MB,
             "training_mb": (peak - before_steps) / MB, "total_mb": (peak - before_build) / MB,
             "optimizer_mb": state / MB,  # exp_avg, exp_avg_sq and a step counter per tensor
