@@ -98,7 +98,8 @@ def shape(config) -> dict:
                   getattr(config, "attention_dropout", 0.0) or 0.0)
     return {"hidden": hidden, "ffn": ffn, "layers": config.num_hidden_layers,
             "heads": config.num_attention_heads, "vocab": config.vocab_size,
-            "gated": config.model_type in GATED_MLP, "dropout": dropout > 0}
+            "gated": config.model_type in GATED_MLP, "dropout": dropout > 0,
+            "elementwise_gelu": getattr(config, "activation_function", None) == "gelu_new"}
 
 
 def layer_activation_bytes(config, seq_len: int, act_bytes: int = 4, attention: str = "sdpa") -> int:
@@ -107,16 +108,20 @@ def layer_activation_bytes(config, seq_len: int, act_bytes: int = 4, attention: 
     Pre-norm block, one value per token for each saved tensor:
       norm 1 input h, q/k/v input h, q, k, v 3h, attention output h,
       norm 2 input h, MLP input h                                     = 8h
-      MLP: GELU keeps fc output and GELU output (2 * ffn); SwiGLU keeps gate, act(gate),
-      up and their product (4 * ffn).
-    GPT-2 (h=768, ffn=3072): 8*768 + 2*3072 = 12,288 values = 48 KiB in fp32.
+      MLP: a fused GELU keeps fc output and GELU output (2 * ffn); GPT-2's `gelu_new`, which
+      transformers writes as eight elementwise operations, keeps three intermediates more
+      (5 * ffn, counted with saved-tensor hooks); SwiGLU keeps gate, act(gate), up and their
+      product (4 * ffn).
+    GPT-2 (h=768, ffn=3072): 8*768 + 5*3072 = 21,504 values = 84 KiB in fp32.
     Dropout (GPT-2) adds two 1-byte masks of h. Eager attention also keeps the softmax
     probabilities (heads * seq_len values) and, with dropout, their dropped copy and a 1-byte
     mask; SDPA (PyTorch's fused kernels, the transformers default) keeps only a log-sum-exp
-    per row. Approximate: under autocast some of these stay fp32 (norms, softmax).
+    per row. On a CPU, SDPA with attention dropout (GPT-2 trains with 0.1) runs PyTorch's math
+    path and keeps what eager attention keeps: estimate CPU training with attention="eager".
+    Approximate: under autocast some of these stay fp32 (norms, softmax).
     """
     s = shape(config)
-    values = 8 * s["hidden"] + (4 if s["gated"] else 2) * s["ffn"]
+    values = 8 * s["hidden"] + (4 if s["gated"] else 5 if s["elementwise_gelu"] else 2) * s["ffn"]
     masks = 2 * s["hidden"] if s["dropout"] else 0
     out = act_bytes * values + masks
     if attention == "eager":
