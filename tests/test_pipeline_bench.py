@@ -46,11 +46,29 @@ def test_seed_rows_copy_the_inputs_as_labels():
     assert pb.seed_rows(rows) == [{"input_ids": [1, 2, 3]}]
 
 
-def test_stage1_memory_measures_ours_and_each_saver_alone_with_the_documented_keys():
-    out = pb.stage1_memory(batch_size=1, seq_len=32, steps=2, model="tiny", rounds=1)
-    assert MEMORY_KEYS <= set(out) and out["workload"]["model"] == "tiny"
-    assert out["workload"]["every_n_layers"] == pb.EVERY_N_LAYERS and out["workload"]["rounds"] == 1
-    for saver in ("checkpointing", "chunked_loss", "fused_gelu"):
-        assert out[f"lora_{saver}_peak_mb"] > 0 and out[f"lora_{saver}_step_s"] > 0
-    assert out["ratio"] == out["ours_peak_mb"] / out["full_peak_mb"]
-    assert out["step_ratio"] == out["ours_step_s"] / out["full_step_s"]
+def test_stage1_memory_runs_full_lora_ours_and_each_saver_alone(monkeypatch):
+    """The wiring: which settings each fresh process gets, and which result lands under which key.
+
+    The measurement itself (a fresh process per run, in turns, with these settings) is tested in
+    tests/test_memory_measure.py; here it is replaced by a recorder, to spare six processes."""
+    calls = []
+
+    def fake_in_turn(*runs, rounds):
+        calls.append((runs, rounds))
+        return [{"total_mb": 100.0 + i, "step_s": 1.0 + i, "threads": 2} for i in range(len(runs))]
+
+    monkeypatch.setattr(pb, "measure_in_turn", fake_in_turn)
+    out = pb.stage1_memory(batch_size=1, seq_len=32, steps=3, model="tiny", rounds=2)
+    (runs, rounds), = calls
+    savers = [{k for k in ("checkpointing", "chunked_loss", "fused_gelu") if run.get(k)} for run in runs]
+    assert [run["strategy"] for run in runs] == ["full", "lora", "lora", "lora", "lora", "lora"]
+    assert savers == [set(), set(), {"checkpointing", "chunked_loss", "fused_gelu"},
+                      {"checkpointing"}, {"chunked_loss"}, {"fused_gelu"}]
+    assert runs[2]["every_n_layers"] == runs[3]["every_n_layers"] == pb.EVERY_N_LAYERS == 2
+    assert all(r["model"] == "tiny" and (r["batch_size"], r["seq_len"], r["steps"]) == (1, 32, 3) for r in runs)
+    assert rounds == 2 and MEMORY_KEYS <= set(out)
+    assert out["workload"] == {"batch_size": 1, "seq_len": 32, "model": "tiny", "every_n_layers": 2,
+                               "threads": 2, "steps_timed": 2, "rounds": 2, "one_process_at_a_time": True}
+    assert [out[f"{name}_peak_mb"] for name in ("full", "lora", "ours", "lora_checkpointing",
+                                                "lora_chunked_loss", "lora_fused_gelu")] == [100, 101, 102, 103, 104, 105]
+    assert out["ratio"] == 102 / 100 and out["step_ratio"] == 3 / 1
