@@ -15,14 +15,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def gpt2_tok():
-    from utils.modeling import gpt2_tokenizer
+    from utils.models.tokenizers import gpt2_tokenizer
 
     return gpt2_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def llama_tok():
-    from utils.modeling import llama_style_tokenizer
+    from utils.models.tokenizers import llama_style_tokenizer
 
     return llama_style_tokenizer()
 
@@ -38,8 +38,8 @@ def tiny_profile(request):
 def tiny_full_run(tmp_path_factory):
     """One whole `tiny` pipeline run (pocket base, the profile's own steps), shared by the tests
     that measure what it learned (test_learning) and what stage 3 moves from it (test_dpo)."""
-    from utils import pipeline
     from utils.options import RunOptions
+    from utils.pipeline import job as pipeline
 
     root = tmp_path_factory.mktemp("full-run")
     return pipeline.run("tiny", root / "full", RunOptions(num_samples=1))

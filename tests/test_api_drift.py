@@ -16,8 +16,9 @@ from peft import LoraConfig
 from transformers import GenerationConfig, GenerationMixin, Trainer, TrainingArguments
 from trl import DPOConfig, DPOTrainer
 
-from utils import dpo, training
 from utils.config import get_profile
+from utils.prefer import dpo
+from utils.train import trainer as training
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,8 +46,8 @@ TARGETS = {
 
 
 def _calls():
-    """(file, line, target, keyword) for every literal keyword of a watched call in utils/."""
-    for path in sorted((ROOT / "utils").glob("*.py")):
+    """(file, line, target, keyword) for every literal keyword of a watched call in utils/ and bench/."""
+    for path in sorted([*(ROOT / "utils").rglob("*.py"), *(ROOT / "bench").glob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
@@ -54,7 +55,7 @@ def _calls():
             if name in TARGETS:
                 for kw in node.keywords:
                     if kw.arg is not None:  # **kwargs are checked at run time below
-                        yield path.name, node.lineno, name, kw.arg
+                        yield str(path.relative_to(ROOT)), node.lineno, name, kw.arg
 
 
 def test_the_scan_sees_the_calls():

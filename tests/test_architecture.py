@@ -1,8 +1,8 @@
-"""The shape of the utils package: imports run one way, no cycles, small modules, a true module map.
+"""The shape of the code: rooms (subpackages) whose imports run one way, no cycle, bench/ apart.
 
-Every import of a utils module is read with `ast`, at module level and inside functions
-alike (a function-level import is still a dependency, it only hides a cycle until run time).
-A module may import its own layer or a lower one, never a higher one.
+Every import of a `utils` or `bench` module is read with `ast`, at module level and inside
+functions alike (a function-level import is still a dependency; it only hides a cycle until
+run time). A room may import its own modules and the rooms below it, never one above.
 """
 
 import ast
@@ -11,75 +11,83 @@ from pathlib import Path
 
 import pytest
 
-UTILS = Path(__file__).resolve().parent.parent / "utils"
-README = UTILS.parent / "README.md"
-MAX_LINES = 330
-# Modules over the limit whose split is under way on another branch. strict: the test fails as
-# soon as the module is small, so the entry is removed with the split.
-SPLIT_PENDING: dict[str, str] = {}
+ROOT = Path(__file__).resolve().parent.parent
+UTILS, BENCH, README = ROOT / "utils", ROOT / "bench", ROOT / "README.md"
+REVIEW_LINES = 400  # past this, ask whether a module holds two jobs (a flag, not a target)
 
-# The one layer table. Lower numbers sit lower; a module imports only its layer and below.
-LAYERS = {
-    # 0: settings every other module reads
-    "config": 0, "options": 0,
-    # 1: data, models, decoding, metrics, the machine, the run folder, storage
-    "env": 1, "data": 1, "modeling": 1, "decoding": 1, "metrics": 1, "registry": 1,
-    "notebook": 1, "plots": 1, "experiments": 1, "ratings": 1, "memory": 1, "memory_measure": 1,
-    "pretrain_data": 1, "data_sources": 1, "contamination": 1, "gpu_memory": 1, "exercises": 1,
-    "seed_facts": 1, "model_shapes": 1, "chunked_loss": 1, "run_guard": 1,
-    "model_files": 1, "loss_guards": 1,
-    # 2: one step of the data flow each: training, generation, evaluation, analysis
-    "training": 2, "pretrain": 2, "generation": 2, "evaluation": 2, "runs": 2, "batching": 2,
-    "efficiency": 2, "pipeline_bench": 2, "rating_items": 2, "preferences": 2, "learning": 2,
-    "scripted_rater": 2, "dpo": 2, "seed_prompts": 2,
-    # 3: the pipeline's stages and the notebook widgets
-    "run_context": 3, "run_models": 3, "stages": 3, "widgets": 3, "rater": 3,
-    # 4: entry points: the Python API of a run and the command lines
-    "pipeline": 4, "sweep": 4, "bench": 4, "gpu_bench": 4,
-}
+# The rooms from the bottom up: a room imports only the rooms before it in this list. The
+# top-level modules (config, options, env) are the floor every room stands on.
+ROOMS = ["utils", "course", "models", "data", "generate", "evaluate", "train", "runs", "prefer",
+         "pipeline"]
 
 
-def utils_modules() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(UTILS.glob("*.py")) if p.stem != "__init__"}
+def room_of(module: str) -> str:
+    """'utils.data.prepare' -> 'data'; 'utils.config' -> 'utils'; 'bench.cli' -> 'bench'."""
+    parts = module.split(".")
+    if parts[0] == "bench":
+        return "bench"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (UTILS / parts[1]).is_dir()) else "utils"
 
 
-def utils_imports(path: Path) -> set[str]:
-    """The utils modules that `path` imports anywhere in its body (relative or absolute)."""
+def modules() -> dict[str, Path]:
+    """Every module of utils/ and bench/ by its dotted name (packages by their __init__)."""
+    found = {}
+    for path in sorted([*UTILS.rglob("*.py"), *BENCH.rglob("*.py")]):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """The utils/bench modules `path` (module `name`) imports anywhere in its body."""
+    package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .data import x
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import data, registry
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.split(".")[0] == "utils":
-                parts = node.module.split(".")
-                found.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+            base = node.module or ""
+            if node.level:  # relative: from .x import y, from . import x
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.split(".")[0] in ("utils", "bench"):
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)  # from utils.runs import registry
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names
-                         if a.name.startswith("utils.") and a.name.count(".") >= 1)
-    return found & set(utils_modules()) - {path.stem}
+            found.update(a.name for a in node.names if a.name.split(".")[0] in ("utils", "bench"))
+    return {m for m in found if m in modules()} - {name}
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {name: utils_imports(path) for name, path in utils_modules().items()}
+    return {name: imports_of(path, name) for name, path in modules().items()}
 
 
-def test_every_utils_module_has_a_layer():
-    missing = sorted(set(utils_modules()) - set(LAYERS))
-    assert not missing, (f"utils modules {missing} are not in the layer table: add each to LAYERS in "
-                         "tests/test_architecture.py at the lowest layer it fits (0 config ... 4 entry points)")
+def test_every_room_is_in_the_layer_list():
+    rooms = {p.name for p in UTILS.iterdir() if (p / "__init__.py").is_file()}
+    assert rooms == set(ROOMS[1:]), f"rooms on disk {sorted(rooms)} differ from ROOMS {ROOMS[1:]}"
+    flat = sorted(p.stem for p in UTILS.glob("*.py") if p.stem != "__init__")
+    assert flat == ["config", "env", "options"], f"only the floor lives at utils/ top level, found {flat}"
 
 
-def test_no_module_imports_a_higher_layer():
-    upward = [f"{module} (layer {LAYERS[module]}) imports {target} (layer {LAYERS[target]})"
-              for module, targets in import_graph().items() if module in LAYERS
-              for target in sorted(targets) if target in LAYERS and LAYERS[target] > LAYERS[module]]
-    assert not upward, "imports must run downwards:\n" + "\n".join(upward)
+def test_rooms_import_only_rooms_below_them():
+    upward = []
+    for module, targets in import_graph().items():
+        here = room_of(module)
+        for target in sorted(targets):
+            there = room_of(target)
+            if here == "bench" or there == here:
+                continue
+            if there == "bench" or ROOMS.index(there) > ROOMS.index(here):
+                upward.append(f"{module} ({here}) imports {target} ({there})")
+    assert not upward, "imports must run downwards between rooms:\n" + "\n".join(upward)
+
+
+def test_nothing_in_utils_imports_bench():
+    offenders = [f"{m} imports {t}" for m, ts in import_graph().items() if m.startswith("utils")
+                 for t in ts if t.startswith("bench")]
+    assert not offenders, "\n".join(offenders)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle as a list of modules (first == last), or None."""
+    """One import cycle as a list of nodes (first == last), or None."""
     state, stack = {}, []
 
     def visit(node):
@@ -100,35 +108,59 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_cycle():
-    cycle = find_cycle(import_graph())
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+def room_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        graph.setdefault(room_of(module), set()).update(
+            room_of(t) for t in targets if room_of(t) != room_of(module))
+    return graph
+
+
+def test_no_import_cycle_between_rooms_or_modules():
+    assert (cycle := find_cycle(room_graph())) is None, "room cycle: " + " -> ".join(cycle)
+    # Within a room, a package's __init__ imports its own modules by design; modules do not
+    # import each other in a circle.
+    graph = {m: {t for t in ts if not modules()[t].stem == "__init__"} for m, ts in import_graph().items()
+             if modules()[m].stem != "__init__"}
+    assert (cycle := find_cycle(graph)) is None, "module cycle: " + " -> ".join(cycle)
 
 
 def test_the_checks_catch_what_they_should(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
-    # function-level imports count, in every spelling
+    assert room_of("utils.data.prepare") == "data" and room_of("utils.config") == "utils"
+    assert room_of("utils.data") == "data" and room_of("bench.cli") == "bench"
+    # function-level and relative imports count, in every spelling
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from . import registry\n    import utils.data\n"
-                     "    from .training import train\n    from utils.stages import STAGES\n")
-    assert utils_imports(probe) == {"registry", "data", "training", "stages"}
+    probe.write_text("def f():\n    from . import registry\n    import utils.data.prepare\n"
+                     "    from utils.train.trainer import train\n    from utils.runs import table\n")
+    assert imports_of(probe, "utils.runs.probe") == {
+        "utils.runs", "utils.runs.registry", "utils.data.prepare", "utils.train.trainer", "utils.runs.table"}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=SPLIT_PENDING[name], strict=True))
-    if name in SPLIT_PENDING else name for name in sorted(utils_modules())])
-def test_module_is_small(name):
-    lines = len(utils_modules()[name].read_text(encoding="utf-8").splitlines())
-    assert lines <= MAX_LINES, (f"utils/{name}.py has {lines} lines (limit {MAX_LINES}): split it "
-                                "along its seams into modules with one job each")
+def test_room_inits_only_reexport_their_own_modules():
+    """An __init__ gathers what notebooks import from its room; it never reaches into another room."""
+    for room in ROOMS[1:]:
+        tree = ast.parse((UTILS / room / "__init__.py").read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"utils/{room}/__init__.py needs a docstring: its job, its notebooks"
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                assert isinstance(node, ast.ImportFrom) and node.level == 1, (
+                    f"utils/{room}/__init__.py: import only from this room's modules (from .x import y)")
 
 
-def test_readme_module_map_lists_exactly_the_utils_files():
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
-    listed = re.findall(r"^- `(\w+)\.py`", section, flags=re.M)
-    assert sorted(listed) == sorted(utils_modules()), (
-        "README's module map and utils/ differ: missing from the map "
-        f"{sorted(set(utils_modules()) - set(listed))}, not in utils/ {sorted(set(listed) - set(utils_modules()))}")
-    assert len(listed) == len(set(listed)), "a module is listed twice in the README's module map"
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_module_is_within_review_size(name):
+    lines = len(modules()[name].read_text(encoding="utf-8").splitlines())
+    assert lines <= REVIEW_LINES, (f"{modules()[name].relative_to(ROOT)} has {lines} lines: does it hold "
+                                   "two jobs? Split it along its seams if so, never by squeezing lines")
+
+
+def test_readme_map_names_every_room_and_module():
+    section = README.read_text(encoding="utf-8").split("## Map of the code", 1)[1].split("\n## ", 1)[0]
+    for room in ["bench", *ROOMS[1:]]:
+        assert re.search(rf"^- `(utils/)?{room}/`", section, flags=re.M), f"README's map lacks the room {room}/"
+    named = set(re.findall(r"`(\w+)`", section))
+    missing = sorted(p.stem for p in [*UTILS.rglob("*.py"), *BENCH.glob("*.py")]
+                     if not p.stem.startswith("__") and p.stem not in named)
+    assert not missing, f"README's map does not name these modules: {missing}"

@@ -1,9 +1,9 @@
-"""utils.batching: the batchers cover every row once; padding shares of the seed's way and ours."""
+"""bench.batching: the batchers cover every row once; padding shares of the seed's way and ours."""
 
 import pytest
 import torch
 
-from utils import batching
+from bench import batching
 
 
 def test_batchers_cover_every_row_once():

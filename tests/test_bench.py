@@ -1,10 +1,10 @@
-"""utils.bench: the JSON report has its keys and our beam search matches generate (timings never asserted)."""
+"""bench.cli: the JSON report has its keys and our beam search matches generate (timings never asserted)."""
 
 import json
 
 import pytest
 
-from utils import bench
+from bench import cli as bench
 
 
 def test_beam_json_report(capsys):

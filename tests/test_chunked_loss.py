@@ -1,19 +1,23 @@
-"""utils.chunked_loss: the chunked cross-entropy equals the plain one (value and gradients),
+"""utils.train.chunked_loss: the chunked cross-entropy equals the plain one (value and gradients),
 and the pipeline's Trainer uses it, with checkpointing, for a LoRA model only."""
 
 import copy
 import warnings
 
 import torch
-
 from transformers.activations import NewGELUActivation
 
-from utils.chunked_loss import (LeanLoRA, fuse_gelu, is_lora, linear_cross_entropy, lm_loss,
-                               supports_chunked_loss, unfuse_gelu)
 from utils.config import IGNORE_INDEX, get_profile
-from utils.data import SFTCollator
-from utils.modeling import apply_lora, build_tiny_model
-from utils.training import build_trainer
+from utils.data.collate import SFTCollator
+from utils.models.loading import build_tiny_model
+from utils.models.lora import apply_lora
+from utils.train.chunked_loss import (
+    linear_cross_entropy,
+    lm_loss,
+    supports_chunked_loss,
+)
+from utils.train.savers import LeanLoRA, fuse_gelu, is_lora, unfuse_gelu
+from utils.train.trainer import build_trainer
 
 
 def test_linear_cross_entropy_matches_plain_value_and_gradients():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from utils import contamination as c
+from utils.data import contamination as c
 
 # Invented texts. Poem 0 is copied exactly, poem 1 with other case and spacing,
 # poem 2 shares exactly 13 words in a row with an answer, poem 3 only 12.
@@ -49,8 +49,8 @@ def test_report_and_dropping():
 
 
 def test_profile_option_drops_poems_in_prepare_data(tiny_profile):
-    from utils import data
-    from utils.modeling import load_tokenizer
+    from utils.data import prepare as data
+    from utils.models.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tiny_profile)
     base = data.prepare_data(tiny_profile, tok)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils import data, data_sources
 from utils.config import get_profile
-from utils.data import DataError
+from utils.data import prepare, sources
+from utils.data import sources as data_sources
+from utils.data.sources import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +53,9 @@ def hub_layout(root: Path) -> Path:
 
 def test_data_dir_reads_the_hub_layout(tmp_path):
     profile = get_profile("tiny").replace(data={"data_dir": hub_layout(tmp_path / "copy")})
-    raw = data.load_poems(profile)
+    raw = sources.load_poems(profile)
     assert len(raw) == 4 and raw["Tags"].isna().sum() == 2
-    dd = data.load_instructions(profile)
+    dd = sources.load_instructions(profile)
     assert {s: len(dd[s]) for s in dd} == {"train": 12, "validation": 3, "test": 4}
     assert dd["train"]["conversation"][0].startswith("User: Write about a heron.")
 
@@ -67,11 +68,11 @@ def test_hub_path_uses_the_same_reader(tmp_path, monkeypatch):
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: str(folders[repo]))
-    from_hub = data.load_instructions("gpt2")
-    local = data.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
+    from_hub = sources.load_instructions("gpt2")
+    local = sources.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
     assert {s: from_hub[s]["conversation"] for s in from_hub} == {s: local[s]["conversation"] for s in local}
-    hub_poems, _ = data.clean_poems(data.load_poems("gpt2"))
-    local_poems, _ = data.clean_poems(data.load_poems(get_profile("tiny").replace(data={"data_dir": copy})))
+    hub_poems, _ = prepare.clean_poems(sources.load_poems("gpt2"))
+    local_poems, _ = prepare.clean_poems(sources.load_poems(get_profile("tiny").replace(data={"data_dir": copy})))
     assert hub_poems.equals(local_poems)
 
 
@@ -99,15 +100,15 @@ def test_sample_layout_in_other_formats(tmp_path, kind):
     folder.mkdir()
     pd.DataFrame({"Title": ["t"], "Poem": ["a line"], "Poet": ["p"], "Tags": ["x"]}).to_parquet(
         folder / "PoetryFoundationData.parquet")
-    for split in data.SPLITS:
+    for split in sources.SPLITS:
         frame = pd.DataFrame({"conversation": [conversation(5)]})
         if kind == "jsonl":
             frame.to_json(folder / f"{split}.jsonl", orient="records", lines=True)
         else:
             frame.to_csv(folder / f"{split}.csv", index=False)
     profile = get_profile("tiny").replace(data={"data_dir": folder})
-    assert data.load_poems(profile)["Poem"].tolist() == ["a line"]
-    assert data.load_instructions(profile)["test"]["conversation"] == [conversation(5)]
+    assert sources.load_poems(profile)["Poem"].tolist() == ["a line"]
+    assert sources.load_instructions(profile)["test"]["conversation"] == [conversation(5)]
 
 
 def test_unsupported_format_names_the_supported_ones(tmp_path):
@@ -116,7 +117,7 @@ def test_unsupported_format_names_the_supported_ones(tmp_path):
     (folder / "PoetryFoundationData.xlsx").write_bytes(b"PK\x03\x04")
     profile = get_profile("tiny").replace(data={"data_dir": folder})
     with pytest.raises(DataError, match=r"PoetryFoundationData\.xlsx.*'\.xlsx'.*\.parquet, \.jsonl"):
-        data.load_poems(profile)
+        sources.load_poems(profile)
     (folder / "train.arrow").write_bytes(b"x")
     with pytest.raises(DataError, match=r"train\.arrow.*supported: \.parquet"):
         data_sources.find_instruction_files(folder)
@@ -135,11 +136,11 @@ def test_a_broken_parquet_file_never_gets_encoding_advice(tmp_path):
 
 def test_missing_data_dir_and_missing_split(tmp_path):
     with pytest.raises(DataError, match="does not exist|no poems file"):
-        data.load_poems(get_profile("tiny").replace(data={"data_dir": tmp_path / "nowhere"}))
+        sources.load_poems(get_profile("tiny").replace(data={"data_dir": tmp_path / "nowhere"}))
     copy = hub_layout(tmp_path / "copy")
     next((copy / "poetry-instructions" / "data").glob("test-*")).unlink()
     with pytest.raises(DataError, match=r"split\(s\) \['test'\]"):
-        data.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
+        sources.load_instructions(get_profile("tiny").replace(data={"data_dir": copy}))
 
 
 def test_a_malformed_json_lines_file_names_the_line(tmp_path):
@@ -177,4 +178,4 @@ def test_instructions_without_any_assistant_turn_say_how_a_row_must_read():
             for s in data_sources.SPLITS}
     with pytest.raises(DataError, match=r"none of the 3 conversations in the instructions' train split "
                                         r"has an Assistant turn.*'User: <request>\\nAssistant: <poem>'"):
-        data.prepare_instructions(rows, None, get_profile("tiny").data)  # refused before tokenizing
+        prepare.prepare_instructions(rows, None, get_profile("tiny").data)  # refused before tokenizing

@@ -1,4 +1,4 @@
-"""utils.decoding: greedy, beam search and sampling match `model.generate` token for token."""
+"""utils.generate.decoding: greedy, beam search and sampling match `model.generate` token for token."""
 
 import itertools
 from functools import lru_cache
@@ -6,13 +6,28 @@ from functools import lru_cache
 import pytest
 import torch
 import transformers
-from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from utils.decoding import (Beam, apply_sampling_filters, as_generate_output, beam_search,
-                            check_settings, context_length, encode_prompt, greedy_search,
-                            sample, sample_next_token)
-from utils.modeling import gpt2_tokenizer, load_model_and_tokenizer
+from utils.generate.decoding import (
+    Beam,
+    apply_sampling_filters,
+    as_generate_output,
+    beam_search,
+    check_settings,
+    context_length,
+    encode_prompt,
+    greedy_search,
+    sample,
+    sample_next_token,
+)
+from utils.models.loading import load_model_and_tokenizer
+from utils.models.tokenizers import gpt2_tokenizer
 
 PROMPTS = ["The moon", "Rain on the slate roof and", "A",
            "User: Write a poem about bread.\nAssistant:"]

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from utils import pipeline
 from utils.config import get_profile
 from utils.options import RunOptions
+from utils.pipeline import job as pipeline
 
 ARGS = ["--stages", "stage2", "--max-steps", "3", "--max-rows", "16", "--num-samples", "1"]
 

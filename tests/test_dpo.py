@@ -1,4 +1,4 @@
-"""Stage 3 (utils/dpo.py, utils/scripted_rater.py): pairs from clicks, the scripted rater, DPO.
+"""Stage 3 (utils/prefer/dpo.py, utils/prefer/scripted_rater.py): pairs from clicks, the scripted rater, DPO.
 
 The slow test at the end is the issue's "done when": in the tiny profile, DPO on the scripted
 rater's SIMULATED pairs raises the property rate by >= 0.15 without collapsing distinct-2.
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from utils import dpo, scripted_rater
 from utils.config import get_profile
-from utils.ratings import append_rating, rating_row
+from utils.prefer import dpo, scripted_rater
+from utils.prefer.ratings import append_rating, rating_row
 
 PROMPT = "Write a poem about the sea."
 VERSE = "the sea is grey\nthe gulls are loud\nI walk the pier"
@@ -78,7 +78,8 @@ def test_scripted_pairs_prefer_the_property_and_label_themselves_simulated():
 @pytest.fixture(scope="module")
 def tiny_pair():
     """A tiny model, a slightly different copy as the reference, and the GPT-2 tokenizer."""
-    from utils.modeling import build_tiny_model, load_tokenizer
+    from utils.models.loading import build_tiny_model
+    from utils.models.tokenizers import load_tokenizer
 
     tok = load_tokenizer("tiny")
     model, ref = build_tiny_model("tiny", tok, seed=0), build_tiny_model("tiny", tok, seed=0)
@@ -108,7 +109,7 @@ def test_hand_written_loss_matches_trl(tiny_pair, tmp_path):
 
 def test_the_raters_clicks_load_and_train(tiny_pair, tmp_path):
     """Clicks made through the ABRater widget (the file notebook 09 writes) train a DPO step."""
-    from utils.rater import ABRater
+    from utils.prefer.rater import ABRater
 
     _, ref, tok = tiny_pair
     policy = type(ref)(ref.config)
@@ -138,8 +139,10 @@ def test_the_raters_clicks_load_and_train(tiny_pair, tmp_path):
 def test_prefer_stage_moves_the_property_without_collapse(tiny_full_run):
     """The done-when, as a user runs it: `python -m utils.pipeline --resume --stages prefer` on
     a finished tiny run, then metrics.json["preference"] and the runs table."""
-    from utils import pipeline, registry, runs
-    from utils.modeling import load_model
+    from utils.models.loading import load_model
+    from utils.pipeline import job as pipeline
+    from utils.runs import registry
+    from utils.runs import table as runs
 
     run = tiny_full_run.run_dir
     pipeline.main(["--runs-dir", str(run.parent), "--run-name", run.name, "--resume",
@@ -161,7 +164,10 @@ def test_prefer_stage_moves_the_property_without_collapse(tiny_full_run):
 
 
 def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full_run, monkeypatch):
-    from utils import options, registry, runs, stages
+    from utils import options
+    from utils.pipeline import stages
+    from utils.runs import registry
+    from utils.runs import table as runs
 
     assert options.STAGE_NAMES[-1] == "prefer" and "prefer" not in options.DEFAULT_STAGES
     seen = {}

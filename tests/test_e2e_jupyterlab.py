@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e import lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +22,7 @@ PLAYGROUND = "notebooks/03_decoding_and_beam_search.ipynb"
 RATER = "notebooks/09_human_preference.ipynb"
 SHOTS_COPY = ROOT / "runs" / "e2e"
 RATER_NAME = "e2e-rater"
-A_BUTTON = re.compile(r"^\s*A( is better)?\s*$")  # utils/rater.py labels it "A is better"
+A_BUTTON = re.compile(r"^\s*A( is better)?\s*$")  # utils/prefer/rater.py labels it "A is better"
 VIEWPORT = {"width": 1400, "height": 1000}
 
 # 480 s: a notebook can take ~3 minutes in JupyterLab on 2 busy cores, plus ~20 s of startup.

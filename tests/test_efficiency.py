@@ -6,7 +6,7 @@ difference are deterministic, so they are.
 
 import pytest
 
-from utils import efficiency as eff
+from bench import efficiency as eff
 
 
 def test_accumulation_weighted_by_tokens_matches_the_big_batch():

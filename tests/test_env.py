@@ -20,7 +20,7 @@ def fake_gpu(monkeypatch, capability):
 
 
 def test_t4_trains_fp16_with_a_grad_scaler_never_emulated_bf16(monkeypatch):
-    from utils.training import precision_flags
+    from utils.train.trainer import precision_flags
 
     fake_gpu(monkeypatch, (7, 5))  # T4
     assert env.pick_device().type == "cuda"

@@ -1,4 +1,4 @@
-"""Tests for utils/evaluation.py: evaluate_model, compare_models, the seed's published results."""
+"""Tests for utils/evaluate/evaluation.py: evaluate_model, compare_models, the seed's published results."""
 
 import json
 import math
@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from utils import evaluation
 from utils.config import get_profile
-from utils.metrics import evaluate_generations
+from utils.evaluate import evaluation
+from utils.evaluate.metrics import evaluate_generations
 
 PAIRS = [("User: Write a poem about the sea\nAssistant:", " The sea is grey,\nthe gulls are loud."),
          ("User: Write a poem about snow\nAssistant:", " Snow on the sill,\nthe kettle sings."),
@@ -18,7 +18,7 @@ PAIRS = [("User: Write a poem about the sea\nAssistant:", " The sea is grey,\nth
 
 @pytest.fixture(scope="module")
 def tiny():
-    from utils.modeling import load_model_and_tokenizer
+    from utils.models.loading import load_model_and_tokenizer
 
     profile = get_profile("tiny")
     model, tokenizer = load_model_and_tokenizer(profile)
@@ -58,8 +58,9 @@ def test_perplexity_is_exp_of_the_loss(tiny):
 
 
 def test_loss_is_the_completion_loss_of_the_encoded_pairs(tiny):
-    from utils.data import SFTCollator, encode_pairs
-    from utils.metrics import completion_loss
+    from utils.data.collate import SFTCollator
+    from utils.data.tokenize import encode_pairs
+    from utils.evaluate.metrics import completion_loss
 
     _, model, tokenizer = tiny
     rows, _ = encode_pairs(PAIRS, tokenizer, 256)

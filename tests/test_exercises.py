@@ -1,11 +1,11 @@
-"""Tests for utils/exercises.py: right answers pass, wrong ones fail with the exercise's hint."""
+"""Tests for utils/course/exercises.py: right answers pass, wrong ones fail with the exercise's hint."""
 
 import math
 
 import pytest
 import torch
 
-from utils import exercises as ex
+from utils.course import exercises as ex
 
 
 def test_check_all_passes_right_answers_and_skips_unanswered(capsys):
@@ -62,7 +62,7 @@ def test_naive_accumulation_weights():
 
 
 def test_real_token_loss_inverts_the_padded_mean():
-    from utils import exercises as ex
+    from utils.course import exercises as ex
     # 200 real tokens at 0.5 nats and 312 padding positions at 0.01: the mean over 512 positions
     reported = (200 * 0.5 + 312 * 0.01) / 512
     assert abs(ex.real_token_loss(reported, 200, 512, padding_loss=0.01) - 0.5) < 1e-12

@@ -1,6 +1,6 @@
-"""utils.experiments: the seed's runs as named experiments."""
+"""utils.runs.experiments: the seed's runs as named experiments."""
 
-from utils import experiments
+from utils.runs import experiments
 
 
 def test_sweep_names_follow_the_seed_runs():

@@ -1,12 +1,12 @@
-"""utils.generation: batched, seeded generation that leaves the model as it was."""
+"""utils.generate.batched: batched, seeded generation that leaves the model as it was."""
 
 import dataclasses
 
 import pytest
 
 from utils.config import get_profile
-from utils.generation import generate_batched, generate_texts
-from utils.modeling import load_model_and_tokenizer
+from utils.generate.batched import generate_batched, generate_texts
+from utils.models.loading import load_model_and_tokenizer
 
 PROMPTS = ["User: Write a poem about the sea\nAssistant:", "User: Write a poem about snow\nAssistant:",
            "User: A haiku about rain, please\nAssistant:", "User: Continue: The moon\nAssistant:"]

@@ -1,17 +1,10 @@
-"""utils.gpu_bench: MFU arithmetic, the peak-FLOPs table, the CUDA guard, the CPU code path."""
+"""bench.gpu: the peak-FLOPs table, the CUDA guard, the CPU code path."""
 
 import pytest
 import torch
 
-from utils import gpu_bench
+from bench import gpu as gpu_bench
 from utils.config import IGNORE_INDEX
-
-
-def test_mfu_arithmetic():
-    # GPT-2 on an A100: 6 * 124,439,808 * 10,000 tokens in 2 s over 312 TFLOP/s
-    assert gpu_bench.training_flops(124_439_808, 10_000) == 7_466_388_480_000
-    assert gpu_bench.mfu(124_439_808, 10_000, 2.0, 312e12) == pytest.approx(7.46638848e12 / 2 / 312e12, rel=1e-12)
-    assert gpu_bench.mfu(124_439_808, 10_000, 2.0, None) is None
 
 
 @pytest.mark.parametrize("name, flops", [
@@ -47,7 +40,7 @@ def test_benchmark_rows_keep_lengths_and_prompt_masks():
 def test_benchmark_run_code_path_on_cpu(gpt2_tok):
     """The GPU benchmark's loop, on the CPU and a tiny model: shapes and keys, no timing."""
     from utils.config import get_profile
-    from utils.modeling import tiny_config
+    from utils.models.loading import tiny_config
 
     config = tiny_config(get_profile("tiny").replace(model={"n_positions": 512}), gpt2_tok)
     rows = [{"input_ids": list(range(1, n + 1)), "labels": [IGNORE_INDEX] * 3 + list(range(4, n + 1))}

@@ -8,9 +8,11 @@ import math
 
 import pytest
 
-from utils import learning, registry
 from utils.config import get_profile
-from utils.modeling import load_model
+from utils.evaluate import learning
+from utils.evaluate.metrics import block_loss
+from utils.models.loading import load_model
+from utils.runs import registry
 
 
 def test_response_rates_count_eos_and_new_user_turns():
@@ -25,8 +27,8 @@ def test_response_rates_count_eos_and_new_user_turns():
 def test_block_loss_is_the_mean_over_predicted_tokens(gpt2_tok):
     model = load_model(get_profile("tiny"))
     rows = [{"input_ids": gpt2_tok("Shall I compare thee to a summer's day")["input_ids"]}] * 2
-    one = learning.block_loss(model, rows[:1])
-    assert learning.block_loss(model, rows) == pytest.approx(one, rel=1e-6)
+    one = block_loss(model, rows[:1])
+    assert block_loss(model, rows) == pytest.approx(one, rel=1e-6)
     assert 0 < one < math.log(len(gpt2_tok))
 
 

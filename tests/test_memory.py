@@ -1,11 +1,19 @@
 """The memory calculator: exact parameter-derived parts and the activation arithmetic
-(utils/memory_measure.py checks it against a measured peak, tests/test_memory_measure.py)."""
+(bench/memory_measure.py checks it against a measured peak, tests/test_memory_measure.py)."""
 
 import pytest
 
-from utils.memory import (GB, STRATEGIES, activation_bytes, estimate_memory, fits_table,
-                          head_activation_bytes, layer_activation_bytes,
-                          parameter_counts, tied_embedding_bytes)
+from utils.models.memory import (
+    GB,
+    STRATEGIES,
+    activation_bytes,
+    estimate_memory,
+    fits_table,
+    head_activation_bytes,
+    layer_activation_bytes,
+    parameter_counts,
+    tied_embedding_bytes,
+)
 
 GPT2_PARAMS = 124_439_808  # tied embeddings counted once
 DEEPSEEK_PARAMS = 1_346_471_936
@@ -19,8 +27,11 @@ def test_parameter_counts_of_the_reference_models():
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-llama"])
 def test_lora_count_matches_peft(name):
-    from utils.modeling import apply_lora, build_tiny_model, count_parameters, load_tokenizer, tiny_config
     from utils.config import get_profile
+    from utils.models.loading import build_tiny_model, tiny_config
+    from utils.models.lora import apply_lora
+    from utils.models.shapes import count_parameters
+    from utils.models.tokenizers import load_tokenizer
 
     tok = load_tokenizer(name)
     model = apply_lora(build_tiny_model(name, tok), name)

@@ -1,10 +1,11 @@
-"""utils.memory_measure: a measured GPT-2-size training peak (a fresh subprocess, ~30 s on a busy
-2-core CPU) against the calculator of utils.memory, and the one peak-memory probe."""
+"""bench.memory_measure: a measured GPT-2-size training peak (a fresh subprocess, ~30 s on a busy
+2-core CPU) against the calculator of utils.models.memory, and the one peak-memory probe."""
 
 import pytest
 
-from utils.memory import MB, estimate_memory
-from utils.memory_measure import measure_in_turn, measure_training_memory, peak_memory_mb, peak_rss
+from bench.memory_measure import measure_in_turn, measure_training_memory
+from utils.env import peak_memory_mb, peak_rss
+from utils.models.memory import MB, estimate_memory
 
 GPT2_PARAMS = 124_439_808  # tied embeddings counted once
 
@@ -62,7 +63,7 @@ def test_pipeline_stage1_settings_run_in_the_fresh_process():
 
 def test_runs_in_turn_take_turns_with_all_threads_and_report_the_median_of_their_rounds(monkeypatch):
     """The order and the medians; each child is the real one in the tests above (no processes here)."""
-    from utils import memory_measure
+    from bench import memory_measure
 
     calls, step_s = [], iter([3.0, 10.0, 5.0, 20.0])
 

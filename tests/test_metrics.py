@@ -1,6 +1,7 @@
-"""Tests for utils/metrics.py: each metric against its reference library or a hand count."""
+"""Tests for utils/evaluate/metrics.py: each metric against its reference library or a hand count."""
 
 import math
+
 import pronouncing
 import pytest
 import sacrebleu
@@ -8,7 +9,7 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from utils import metrics
+from utils.evaluate import metrics
 
 RHYMED = """The cat sat softly by the door,
 and watched the rain upon the floor.

@@ -1,21 +1,24 @@
-"""utils.model_files: model folders written whole or not at all, broken ones named with the fix."""
+"""utils.models.files: model folders written whole or not at all, broken ones named with the fix."""
 
 import errno
-import json
-import os
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from utils import registry, stages
 from utils.config import get_profile
-from utils.model_files import (BrokenModelError, StorageError, building, checkpoint_is_intact,
-                               folder_problem)
-from utils.run_context import Context
-from utils.run_models import final_model, stage2_start
+from utils.models import files
+from utils.models.files import (
+    BrokenModelError,
+    StorageError,
+    building,
+    checkpoint_is_intact,
+    folder_problem,
+)
+from utils.pipeline.context import Context
+from utils.pipeline.models import final_model, stage2_start
+from utils.runs import registry
 
 
 def weights_folder(folder: Path) -> Path:
@@ -36,7 +39,7 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_one_before(tmp_path):  # 
     cut(tmp_path / "checkpoint-4" / "model.safetensors", 100)
     assert not checkpoint_is_intact(tmp_path / "checkpoint-4")
     with pytest.warns(UserWarning, match="checkpoint-4 was cut off mid-save"):
-        assert registry.last_checkpoint(tmp_path).endswith("checkpoint-2")
+        assert files.last_checkpoint(tmp_path).endswith("checkpoint-2")
 
 
 def test_a_full_disk_names_the_disk_and_folder_and_leaves_no_half_folder(tmp_path, monkeypatch):  # C3

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from utils.notebook import COURSE_REPO, SETUP_CELL, build_notebook, convention_problems
+from utils.course.notebook import (
+    COURSE_REPO,
+    SETUP_CELL,
+    build_notebook,
+    convention_problems,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

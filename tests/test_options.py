@@ -5,19 +5,26 @@ import dataclasses
 
 import pytest
 
-from utils import pipeline
 from utils.config import get_profile
-from utils.options import STAGE_NAMES, RunOptions, RunSpec, add_arguments, check_stages, from_namespace
+from utils.options import (
+    STAGE_NAMES,
+    RunOptions,
+    RunSpec,
+    add_arguments,
+    check_stages,
+    from_namespace,
+)
+from utils.pipeline import job, stages
 
 
 def test_the_cli_parses_into_run_spec_and_run_options():
-    spec, options = pipeline.parse_args(["--profile", "tiny-llama", "--stages", "stage2", "--resume",
+    spec, options = job.parse_args(["--profile", "tiny-llama", "--stages", "stage2", "--resume",
                                          "--from-run", "a", "--max-steps", "3", "--learning-rate", "1e-4",
                                          "--packing", "off", "--max-rows", "8"])
     assert spec == RunSpec(profile="tiny-llama", stages="stage2")
     assert options == RunOptions(resume=True, from_run="a", max_steps=3, learning_rate=1e-4,
                                  packing="off", max_rows=8)
-    assert pipeline.parse_args([]) == (RunSpec(), RunOptions())
+    assert job.parse_args([]) == (RunSpec(), RunOptions())
 
 
 def test_every_field_is_a_flag_whose_help_is_the_fields_help(capsys):
@@ -28,10 +35,10 @@ def test_every_field_is_a_flag_whose_help_is_the_fields_help(capsys):
     for f in dataclasses.fields(RunOptions):
         assert flags[f.name].help == f.metadata["help"]
     with pytest.raises(SystemExit):
-        pipeline.parse_args(["--help"])
+        job.parse_args(["--help"])
     assert "--num-samples" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        pipeline.parse_args(["--packing", "sometimes"])  # choices come from the field too
+        job.parse_args(["--packing", "sometimes"])  # choices come from the field too
     assert from_namespace(RunOptions, parser.parse_args(["--overwrite"])) == RunOptions(overwrite=True)
 
 
@@ -51,4 +58,4 @@ def test_bad_options_and_stages_are_clear_errors():
     with pytest.raises(ValueError, match="no stage given"):
         check_stages(" , ")
     assert check_stages(["stage2", "evaluate"]) == check_stages("stage2, evaluate") == ["stage2", "evaluate"]
-    assert tuple(pipeline.STAGES) == STAGE_NAMES
+    assert tuple(stages.STAGES) == STAGE_NAMES

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from utils import pipeline, registry
+from utils.models.loading import load_model
+from utils.models.tokenizers import load_tokenizer
 from utils.options import DEFAULT_STAGES
-from utils.modeling import load_model, load_tokenizer
+from utils.pipeline import job as pipeline
+from utils.runs import registry
 
 STAGE1_KEYS = {"trainable_params", "all_params", "train_loss", "val_loss"}
 STAGE2_KEYS = {"train_loss", "val_loss", "test_loss", "test_perplexity", "tokens_per_second", "padding_share"}
@@ -47,7 +49,7 @@ def test_all_stages_write_the_registry(runs):
     assert set(learned["poem_loss"]) == {"base", "stage1", "stage2"} == set(learned["completion_loss"])
     assert set(learned["eos_rate"]) == {"base", "stage2"} and learned["pocket_val_loss"] > 0
     # Stage 2's validation loss is the Trainer's last evaluation on packed batches; evaluate
-    # recomputes it on padded batches with utils.metrics: the same number, per token.
+    # recomputes it on padded batches with utils.evaluate.metrics: the same number, per token.
     assert metrics["eval"]["validation_loss"] == pytest.approx(metrics["stage2"]["val_loss"], rel=1e-5)
     assert metrics["eval"]["test_perplexity"] == pytest.approx(torch.tensor(metrics["eval"]["test_loss"]).exp().item())
     history = json.loads((folder / "log_history.json").read_text())

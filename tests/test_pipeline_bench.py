@@ -1,12 +1,12 @@
-"""utils.pipeline_bench: the bench's "ours" is built by the pipeline's own functions, its keys
+"""bench.pipeline: the bench's "ours" is built by the pipeline's own functions, its keys
 are the documented ones, and its arithmetic is right. Timings are never asserted."""
 
-import torch
 
-from utils import pipeline_bench as pb
-from utils.batching import SEED_MAX_LENGTH, stage2_rows
+from bench import pipeline
+from bench.batching import SEED_MAX_LENGTH, stage2_rows
 from utils.config import get_profile
-from utils.training import stage2_collator
+from utils.data.collate import stage2_collator
+from utils.train import savers
 
 THROUGHPUT_KEYS = {"model", "path", "baseline_tokens_per_s", "ours_tokens_per_s", "ratio",
                    "ours_padding_share", "cpu_mfu"}
@@ -14,18 +14,18 @@ MEMORY_KEYS = {"workload", "full_peak_mb", "lora_peak_mb", "ours_peak_mb", "rati
 
 
 def test_padding_uses_the_pipelines_collator_and_the_seeds_padding():
-    out = pb.pipeline_padding("tiny")
+    out = pipeline.pipeline_padding("tiny")
     profile = get_profile("tiny")
     tok, rows = stage2_rows(profile)
-    assert out["ours_collator"] == type(stage2_collator(pb.bench_model("tiny", profile, tok), tok)).__name__
+    assert out["ours_collator"] == type(stage2_collator(pipeline.bench_model("tiny", profile, tok), tok)).__name__
     real = sum(len(r["input_ids"]) for r in rows)
     assert out["baseline_padding_share"] == 1 - real / (len(rows) * SEED_MAX_LENGTH)
     assert out["ours_padding_share"] <= 0.01
-    assert set(pb.bench_sections()) == {"padding", "throughput", "memory"}
+    assert set(pipeline.bench_sections()) == {"padding", "throughput", "memory"}
 
 
 def test_throughput_runs_the_pipeline_trainer_with_the_documented_keys():
-    out = pb.pipeline_throughput("tiny", "tiny", n_rows=4, repeats=1)
+    out = pipeline.pipeline_throughput("tiny", "tiny", n_rows=4, repeats=1)
     assert THROUGHPUT_KEYS <= set(out) and out["path"] == "pipeline"
     assert out["collator"] == "DataCollatorWithFlattening"  # stage2_collator packs the tiny model
     assert out["ratio"] == out["ours_tokens_per_s"] / out["baseline_tokens_per_s"]
@@ -34,16 +34,13 @@ def test_throughput_runs_the_pipeline_trainer_with_the_documented_keys():
                                                     / (out["peak_gemm_gflops"] * 1e9))
 
 
-def test_flops_per_token_counts_parameters_and_attention():
-    model = torch.nn.Linear(10, 10)  # 110 parameters
-    model.config = type("C", (), {"num_hidden_layers": 2, "hidden_size": 10})()
-    assert pb.training_flops_per_token(model, context=5) == 6 * 110 + 12 * 2 * 10 * 5
-    assert pb.peak_gemm_flops(n=128, repeats=2) > 0
+def test_peak_gemm_flops_is_measured():
+    assert pipeline.peak_gemm_flops(n=128, repeats=2) > 0
 
 
 def test_seed_rows_copy_the_inputs_as_labels():
     rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
-    assert pb.seed_rows(rows) == [{"input_ids": [1, 2, 3]}]
+    assert pipeline.seed_rows(rows) == [{"input_ids": [1, 2, 3]}]
 
 
 def test_stage1_memory_runs_full_lora_ours_and_each_saver_alone(monkeypatch):
@@ -57,14 +54,14 @@ def test_stage1_memory_runs_full_lora_ours_and_each_saver_alone(monkeypatch):
         calls.append((runs, rounds))
         return [{"total_mb": 100.0 + i, "step_s": 1.0 + i, "threads": 2} for i in range(len(runs))]
 
-    monkeypatch.setattr(pb, "measure_in_turn", fake_in_turn)
-    out = pb.stage1_memory(batch_size=1, seq_len=32, steps=3, model="tiny", rounds=2)
+    monkeypatch.setattr(pipeline, "measure_in_turn", fake_in_turn)
+    out = pipeline.stage1_memory(batch_size=1, seq_len=32, steps=3, model="tiny", rounds=2)
     (runs, rounds), = calls
-    savers = [{k for k in ("checkpointing", "chunked_loss", "fused_gelu") if run.get(k)} for run in runs]
+    saver_sets = [{k for k in ("checkpointing", "chunked_loss", "fused_gelu") if run.get(k)} for run in runs]
     assert [run["strategy"] for run in runs] == ["full", "lora", "lora", "lora", "lora", "lora"]
-    assert savers == [set(), set(), {"checkpointing", "chunked_loss", "fused_gelu"},
+    assert saver_sets == [set(), set(), {"checkpointing", "chunked_loss", "fused_gelu"},
                       {"checkpointing"}, {"chunked_loss"}, {"fused_gelu"}]
-    assert runs[2]["every_n_layers"] == runs[3]["every_n_layers"] == pb.EVERY_N_LAYERS == 2
+    assert runs[2]["every_n_layers"] == runs[3]["every_n_layers"] == savers.EVERY_N_LAYERS == 2
     assert all(r["model"] == "tiny" and (r["batch_size"], r["seq_len"], r["steps"]) == (1, 32, 3) for r in runs)
     assert rounds == 2 and MEMORY_KEYS <= set(out)
     assert out["workload"] == {"batch_size": 1, "seq_len": 32, "model": "tiny", "every_n_layers": 2,

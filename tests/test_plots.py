@@ -1,4 +1,4 @@
-"""Tests for utils/plots.py: the loss curves and their uniform-guess line."""
+"""Tests for utils/course/plots.py: the loss curves and their uniform-guess line."""
 
 import math
 
@@ -6,7 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from utils.plots import loss_curves  # noqa: E402
+from utils.course.plots import loss_curves
 
 HISTORY = [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 7.5}, {"step": 2, "eval_loss": 8.0}]
 

@@ -1,4 +1,4 @@
-"""Tests for utils/preferences.py: win rates, Bradley-Terry and rater agreement."""
+"""Tests for utils/prefer/statistics.py: win rates, Bradley-Terry and rater agreement."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import preferences as prefs
-from utils.ratings import FIELDS, rating_row
+from utils.prefer import statistics as prefs
+from utils.prefer.ratings import FIELDS, rating_row
 
 
 def _ratings(spec, rater="ana", prompt="p0"):

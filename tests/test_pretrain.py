@@ -7,8 +7,11 @@ import shutil
 import pytest
 import torch
 
-from utils import pretrain, pretrain_data
-from utils.pretrain import PretrainConfig
+from utils.data import corpus as pretrain_data
+from utils.evaluate.metrics import block_loss
+from utils.models.tokenizers import gpt2_tokenizer
+from utils.train import pretrain
+from utils.train.pretrain import PretrainConfig
 
 SMALL = PretrainConfig(n_layer=1, n_embd=32, n_head=2, block_size=32, batch_size=4,
                        max_tokens=4 * 32 * 6, warmup_steps=2, eval_every=2, learning_rate=3e-3)
@@ -82,8 +85,8 @@ def test_a_short_run_learns_and_writes_a_loadable_fp16_model_with_a_card(tmp_pat
     from safetensors import safe_open
     with safe_open(tmp_path / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
-    blocks = pretrain_data.pretraining_blocks(__import__("utils.modeling").modeling.gpt2_tokenizer(), 32)
-    assert pretrain.validation_loss(model, blocks["validation"][:64]) == pytest.approx(losses[-1], abs=0.5)
+    blocks = pretrain_data.pretraining_blocks(gpt2_tokenizer(), 32)
+    assert block_loss(model, blocks["validation"][:64]) == pytest.approx(losses[-1], abs=0.5)
     card = (tmp_path / "README.md").read_text()
     for fact in (f"{state['tokens']:,d} tokens seen", f"{losses[-1]:.3f}", "sha256",
                  pretrain_data.CORPUS_FILES["tiny_shakespeare.txt"], "tokens/s", "CPU cores"):
@@ -93,7 +96,7 @@ def test_a_short_run_learns_and_writes_a_loadable_fp16_model_with_a_card(tmp_pat
 
 def test_resume_after_a_crash_matches_an_unbroken_run(tmp_path, monkeypatch):
     unbroken = pretrain.pretrain(SMALL, tmp_path / "a", progress=False)
-    real = pretrain.validation_loss
+    real = pretrain.block_loss
     calls = {"n": 0}
 
     def crash_on_second_validation(*args, **kwargs):
@@ -102,10 +105,10 @@ def test_resume_after_a_crash_matches_an_unbroken_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "validation_loss", crash_on_second_validation)
+    monkeypatch.setattr(pretrain, "block_loss", crash_on_second_validation)
     with pytest.raises(KeyboardInterrupt):
         pretrain.pretrain(SMALL, tmp_path / "b", progress=False)
-    monkeypatch.setattr(pretrain, "validation_loss", real)
+    monkeypatch.setattr(pretrain, "block_loss", real)
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain.pretrain(SMALL, tmp_path / "b", progress=False)
     resumed = pretrain.pretrain(SMALL, tmp_path / "b", resume=True, progress=False)
@@ -116,5 +119,5 @@ def test_resume_after_a_crash_matches_an_unbroken_run(tmp_path, monkeypatch):
 
 
 def test_missing_pocket_model_says_how_to_make_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m utils.pretrain"):
+    with pytest.raises(FileNotFoundError, match="python -m utils.train.pretrain"):
         pretrain.load_pocket(tmp_path)

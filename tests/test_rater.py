@@ -1,13 +1,13 @@
-"""Tests for utils/rater.py: the A/B rater driven by programmatic clicks, read back from disk."""
+"""Tests for utils/prefer/rater.py: the A/B rater driven by programmatic clicks, read back from disk."""
 
 import csv
 import os
 
 import pytest
 
-from utils import ratings
-from utils.rating_items import prompt_id
-from utils.rater import ABRater
+from utils.prefer import ratings
+from utils.prefer.items import prompt_id
+from utils.prefer.rater import ABRater
 
 ITEMS = [
     {"prompt": "Write about rain", "outputs": {"alpha-sys": "wet <roofs>", "beta-sys": "grey sky"}},

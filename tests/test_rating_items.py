@@ -1,10 +1,10 @@
-"""utils.rating_items: items to rate from generations or run folders, and their pairs."""
+"""utils.prefer.items: items to rate from generations or run folders, and their pairs."""
 
 import json
 
 import pytest
 
-from utils import rating_items as items_mod
+from utils.prefer import items as items_mod
 
 
 def test_items_from_generations_and_pairs():
@@ -48,7 +48,7 @@ def test_items_from_runs_matches_prompts_and_renames_shared_names(tmp_path):
 
 
 def test_items_from_runs_reads_what_the_run_registry_writes(tmp_path):
-    from utils import registry
+    from utils.runs import registry
 
     run = tmp_path / "tiny-run"
     rows = [{"prompt": "rain", "generation": "wet"}, {"prompt": "sea", "generation": "salt"}]

@@ -1,11 +1,11 @@
-"""utils.ratings: one fsynced CSV line per rating; corrupted lines skipped and reported."""
+"""utils.prefer.ratings: one fsynced CSV line per rating; corrupted lines skipped and reported."""
 
 import os
 
 import pytest
 
-from utils import ratings as store
-from utils.preferences import win_rates
+from utils.prefer import ratings as store
+from utils.prefer.statistics import win_rates
 
 HEADER = ",".join(store.FIELDS) + "\n"
 

@@ -1,11 +1,12 @@
-"""utils.registry: run folders, atomic files, which model a run has, the samples reader, the report."""
+"""utils.runs.registry: run folders, atomic files, which model a run has, the samples reader, the report."""
 
 import json
 
 import pytest
 
-from utils import registry
 from utils.config import get_profile
+from utils.models import files
+from utils.runs import registry, report
 
 
 def _fake_run(root, name, metrics):
@@ -113,8 +114,8 @@ def test_last_checkpoint_skips_one_cut_off_mid_save(tmp_path):
         (tmp_path / f"checkpoint-{step}").mkdir()
         if complete:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    assert registry.last_checkpoint(tmp_path).endswith("checkpoint-4")
-    assert registry.last_checkpoint(tmp_path / "none") is None
+    assert files.last_checkpoint(tmp_path).endswith("checkpoint-4")
+    assert files.last_checkpoint(tmp_path / "none") is None
 
 
 def test_git_commit_is_read_without_git():
@@ -123,7 +124,7 @@ def test_git_commit_is_read_without_git():
 
 
 def test_seed_table_has_the_seeds_columns():
-    table = registry.seed_table({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 16,
+    table = report.seed_table({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 16,
                                  "epochs": 5.0, "learning_rate": 3e-5, "train_loss": 2.5,
                                  "val_loss": 2.75, "test_loss": 2.8})
     assert table.splitlines()[0].startswith("| batch | accumulation | epochs | learning rate")
@@ -144,8 +145,8 @@ def test_bad_samples_lines_do_not_break_the_report_or_the_samples_writer(tmp_pat
     (run / registry.SAMPLES).write_text('{"model": "stage2", "prompt": "p", "generation": "g"}\n'
                                         'not json\n{"prompt": 7}\n')
     with pytest.warns(UserWarning, match="skipped 1 line"):
-        report = registry.render_report(run)
-    assert "| eval | loss | 1.5 |" in report and "**stage2**, prompt:" in report
+        text = report.render_report(run)
+    assert "| eval | loss | 1.5 |" in text and "**stage2**, prompt:" in text
     with pytest.warns(UserWarning, match="skipped 1 line"):
         registry.write_samples(run, "stage2", [{"prompt": "q", "generation": "h"}])
     rows = registry.read_samples(run)

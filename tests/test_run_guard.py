@@ -1,4 +1,4 @@
-"""utils.run_guard: --overwrite deletes only runs, one writer per run, safe --resume and --from-run.
+"""utils.runs.guard: --overwrite deletes only runs, one writer per run, safe --resume and --from-run.
 
 Every refusal here comes before any model is loaded, so these tests train nothing.
 """
@@ -12,9 +12,11 @@ import sys
 
 import pytest
 
-from utils import pipeline, registry, run_guard
 from utils.config import get_profile
 from utils.options import RunOptions
+from utils.pipeline import job as pipeline
+from utils.runs import guard as run_guard
+from utils.runs import registry
 
 
 def fake_run(root, name, profile="tiny", **extra):
@@ -148,8 +150,8 @@ def test_too_few_rows_are_found_before_training(tmp_path):  # U3: --max-rows 1
 def test_an_empty_test_split_is_found_before_stage2_trains(tmp_path):  # U3
     from types import SimpleNamespace
 
-    from utils.run_context import Context, Inputs
-    from utils.stages import check_inputs
+    from utils.pipeline.context import Context, Inputs
+    from utils.pipeline.stages import check_inputs
 
     data = SimpleNamespace(poems={}, instructions={"train": [("p", "c")], "validation": [("p", "c")],
                                                    "test": []})

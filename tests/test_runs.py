@@ -1,12 +1,13 @@
-"""utils.runs: the run registry as one table in the seed's format."""
+"""utils.runs.table: the run registry as one table in the seed's format."""
 
 import json
 import math
 
 import pytest
 
-from utils import registry, runs
 from utils.config import get_profile
+from utils.runs import registry
+from utils.runs import table as runs
 
 
 def _fake_run(root, name, metrics, experiment="", lr=1e-4, batch=2, accumulation=4, epochs=1.0):

@@ -1,8 +1,9 @@
-"""Tests for utils/seed_facts.py: the deck's published figures, complete and self-consistent."""
+"""Tests for utils/course/seed_facts.py: the deck's published figures, complete and self-consistent."""
 
 import math
 
-from utils import experiments, seed_facts
+from utils.course import seed_facts
+from utils.runs import experiments
 
 
 def test_every_published_loss_is_a_number():

@@ -1,10 +1,11 @@
-"""utils.seed_prompts: the seed's two prompts answered by several models, side by side."""
+"""utils.evaluate.seed_prompts: the seed's two prompts answered by several models, side by side."""
 
 import pytest
 
-from utils import seed_prompts
 from utils.config import get_profile, random_init
-from utils.modeling import load_model, load_tokenizer
+from utils.evaluate import seed_prompts
+from utils.models.loading import load_model
+from utils.models.tokenizers import load_tokenizer
 
 
 def test_side_by_side_gives_each_model_the_same_seeded_prompts():

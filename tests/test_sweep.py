@@ -1,10 +1,12 @@
-"""utils.sweep: each experiment trained through the pipeline's Python API, never overwriting a run."""
+"""utils.pipeline.sweep: each experiment trained through the pipeline's Python API, never overwriting a run."""
 
 import json
 
 import pytest
 
-from utils import registry, runs, stages, sweep
+from utils.pipeline import stages, sweep
+from utils.runs import registry
+from utils.runs import table as runs
 
 
 def test_unknown_experiment_lists_the_valid_ones(tmp_path):

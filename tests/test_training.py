@@ -1,4 +1,4 @@
-"""utils.training: arguments, callbacks, exact packing, masking, the loss on a split."""
+"""utils.train.trainer: arguments, callbacks, exact packing, masking, the loss on a split."""
 
 import dataclasses
 import math
@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
-from utils import training
-from utils.config import get_profile
-from utils.data import IGNORE_INDEX, SFTCollator, encode_example
-from utils.modeling import load_model_and_tokenizer
+from utils.config import IGNORE_INDEX, get_profile
+from utils.data import collate, tokenize
+from utils.data.collate import SFTCollator
+from utils.data.tokenize import encode_example
+from utils.models.loading import load_model_and_tokenizer
+from utils.train import loss_guards, trainer
 
 PAIRS = [("User: Write a poem about the sea.\nAssistant:", " Grey water, grey sky,\nthe gulls cry."),
          ("User: A haiku on moss, please.\nAssistant:", " Moss on the old stone"),
@@ -25,12 +27,12 @@ def _rows(tok):
 
 def test_training_arguments_use_v5_names_and_cpu_settings(tmp_path):
     cfg = get_profile("tiny").stage2
-    args = training.training_arguments(cfg, tmp_path, save_steps=3)
+    args = trainer.training_arguments(cfg, tmp_path, save_steps=3)
     assert args.eval_strategy == "steps" and args.eval_steps == cfg.eval_steps
     assert args.save_steps == 3 and args.save_total_limit == 2
     assert args.report_to in ([], "none", ["none"])
     assert args.logging_nan_inf_filter is False  # a NaN must reach NonFiniteLossCallback
-    assert (args.bf16, args.fp16) == (False, False) and training.dtype_name(args) == "float32"
+    assert (args.bf16, args.fp16) == (False, False) and loss_guards.dtype_name(args) == "float32"
     assert args.full_determinism and args.use_cpu
     assert args.learning_rate == cfg.learning_rate and args.max_steps == cfg.max_steps
 
@@ -40,21 +42,21 @@ def test_training_arguments_use_v5_names_and_cpu_settings(tmp_path):
 
 def test_lm_blocks_drop_the_remainder_and_count_it(gpt2_tok):
     texts = ["one two three four five", "six seven"]  # 5 and 2 tokens, + 1 EOS each = 9
-    rows, info = training.lm_blocks(texts, gpt2_tok, block_size=4)
+    rows, info = tokenize.lm_blocks(texts, gpt2_tok, block_size=4)
     assert info == {"texts": 2, "tokens": 9, "block_size": 4, "blocks": 2, "dropped_tokens": 1}
     assert [len(r["input_ids"]) for r in rows] == [4, 4]
     assert rows[0]["input_ids"][1:3] == gpt2_tok(" two three")["input_ids"]
 
 
 def test_lm_blocks_start_every_text_with_bos_for_llama(llama_tok):
-    rows, info = training.lm_blocks(["a b", "c d"], llama_tok, block_size=3)
+    rows, info = tokenize.lm_blocks(["a b", "c d"], llama_tok, block_size=3)
     assert rows[0]["input_ids"][0] == llama_tok.bos_token_id
     assert info["tokens"] == 8 and info["blocks"] == 2 and info["dropped_tokens"] == 2
 
 
 def test_packed_labels_mask_prompts_and_keep_every_eos(gpt2_tok):
     rows = _rows(gpt2_tok)
-    batch = training.packing_collator()(rows)
+    batch = collate.packing_collator()(rows)
     assert "attention_mask" not in batch and batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))
     starts = [i for i, p in enumerate(batch["position_ids"][0].tolist()) if p == 0]
     assert starts == [0, len(rows[0]["input_ids"]), len(rows[0]["input_ids"]) + len(rows[1]["input_ids"])]
@@ -92,9 +94,9 @@ def test_packed_batch_loss_equals_the_examples_run_separately(tiny_profile, attn
     model.config.use_cache = False  # as the Trainer sets it; a KV cache hides the boundaries
     model.eval()
     rows = _rows(tok)
-    assert training.packing_is_exact(model)
+    assert collate.packing_is_exact(model)
     with torch.no_grad():
-        packed = model(**training.packing_collator()(rows))
+        packed = model(**collate.packing_collator()(rows))
         separate = _separate_loss(model, rows)
         first = model(input_ids=torch.tensor([rows[0]["input_ids"]])).logits[0]
         second = model(input_ids=torch.tensor([rows[1]["input_ids"]])).logits[0]
@@ -111,20 +113,20 @@ def test_packing_refused_where_attention_would_mix_examples(gpt2_tok):
     class Model:
         config = Config()
 
-    assert isinstance(training.stage2_collator(Model(), gpt2_tok, "auto"), SFTCollator)
+    assert isinstance(collate.stage2_collator(Model(), gpt2_tok, "auto"), SFTCollator)
     with pytest.raises(ValueError, match="packing is not exact"):
-        training.stage2_collator(Model(), gpt2_tok, "on")
+        collate.stage2_collator(Model(), gpt2_tok, "on")
 
 
 # ---------------------------------------------------------------- callbacks
 
 
 def test_stats_callback_counts_padding_share():
-    stats = training.TrainingStatsCallback()
+    stats = trainer.TrainingStatsCallback()
     stats.count({"input_ids": torch.zeros(2, 5), "attention_mask": torch.tensor([[1] * 5, [1, 1, 0, 0, 0]])})
     stats.count({"input_ids": torch.zeros(1, 10)})  # a packed row: no padding
     stats.total["seconds"] = 2.0
-    summary = training.TrainingStatsCallback.summarise(stats.total)
+    summary = trainer.TrainingStatsCallback.summarise(stats.total)
     assert summary["padding_share"] == pytest.approx(3 / 20)
     assert summary["tokens_per_second"] == pytest.approx(17 / 2)
     assert summary["peak_memory_mb"] > 0
@@ -134,7 +136,7 @@ def _logging_every_step(model, tok, tmp_path, max_steps: int):
     """A stage-2 trainer that logs every step, so the loss guards see each loss."""
     cfg = dataclasses.replace(get_profile("tiny").stage2, max_steps=max_steps, logging_steps=1,
                               eval_steps=10, per_device_train_batch_size=3)
-    return training.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
+    return trainer.build_trainer(model, cfg, tmp_path, _rows(tok), _rows(tok),
                                   SFTCollator(tok.pad_token_id), disable_tqdm=True)
 
 
@@ -142,7 +144,7 @@ def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
     model, tok = load_model_and_tokenizer("tiny")
     model.lm_head.register_forward_hook(lambda module, inputs, out: out * float("nan"))
     trainer = _logging_every_step(model, tok, tmp_path, max_steps=2)
-    with pytest.raises(training.NonFiniteLossError, match=r"loss became nan at step 1 "
+    with pytest.raises(loss_guards.NonFiniteLossError, match=r"loss became nan at step 1 "
                        r"\(learning_rate=0\.001, dtype=float32\)"):
         trainer.train()
 
@@ -153,7 +155,7 @@ def test_exploding_finite_loss_stops_training_naming_learning_rate(tmp_path):  #
     # From the second forward pass on, logits x 1000: a finite loss thousands of times the first.
     model.lm_head.register_forward_hook(lambda m, i, out: calls.append(1) or out * (1 if len(calls) < 2 else 1e3))
     trainer = _logging_every_step(model, tok, tmp_path, max_steps=3)
-    with pytest.raises(training.DivergedLossError, match=r"training loss diverged: .* at step 2.*"
+    with pytest.raises(loss_guards.DivergedLossError, match=r"training loss diverged: .* at step 2.*"
                        r"learning_rate=0\.001\). Lower the learning rate"):
         trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

@@ -1,11 +1,11 @@
-"""utils.widgets: the generation playground, driven by setting values and pressing its button."""
+"""utils.generate.playground: the generation playground, driven by setting values and pressing its button."""
 
 import pytest
 import transformers
 
 from utils.config import get_profile
-from utils.modeling import load_model_and_tokenizer
-from utils.widgets import GenerationPlayground, generate_text
+from utils.generate.playground import GenerationPlayground, generate_text
+from utils.models.loading import load_model_and_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_button_click_sends_the_settings_to_generate(tiny, monkeypatch):
     pg.button.click()
     assert _shown(pg) != before and "Rain on the slate roof" in _shown(pg)
     assert "error" not in _shown(pg)
-    sent = calls[-1]["generation_config"]  # utils.generation hands generate one config
+    sent = calls[-1]["generation_config"]  # utils.generate.batched hands generate one config
     assert sent.do_sample is True and sent.num_beams == 1
     assert (sent.temperature, sent.top_p, sent.top_k) == (1.3, 0.8, 17)
     assert (sent.repetition_penalty, sent.max_new_tokens) == (1.25, 6)

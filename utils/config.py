@@ -200,7 +200,7 @@ def _jsonable(obj):
     return obj
 
 
-# The pocket model: a 4 x 128 GPT-2 the course pretrained on Shakespeare (utils/pretrain.py).
+# The pocket model: a 4 x 128 GPT-2 the course pretrained on Shakespeare (utils/train/pretrain.py).
 POCKET_DIR = REPO_ROOT / "models" / "pocket-gpt2"
 
 # The tiny profiles: a few optimizer steps of a small model on data/sample, minutes on a CPU.

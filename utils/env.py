@@ -1,9 +1,10 @@
-"""The machine a notebook runs on: device, dtype, seeds, Colab, versions. Every notebook's setup cell."""
+"""The machine a notebook runs on: device, dtype, seeds, threads, Colab, versions, peak memory. Every notebook's setup cell."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import os
 import platform
 import random
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import numpy as np
 import torch
 
-from .config import REPO_ROOT, Profile, get_profile
+from utils.config import REPO_ROOT, Profile, get_profile
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers", "ipywidgets")
 # Left out of the Colab setup cell's install: Colab already has torch, jupyter and
@@ -152,3 +153,48 @@ def install_colab_requirements(run=None) -> list[str]:
     (run or subprocess.run)(cmd, check=True)
     return cmd
 
+
+# ---------------------------------------------------------------- memory of this process
+
+
+def current_rss() -> int:
+    """Resident memory of this process now, in bytes (Linux /proc; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss()
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process, in bytes: VmHWM on Linux, else ru_maxrss.
+
+    ru_maxrss is not enough on Linux: it also keeps the peak of the parent's memory that a
+    fork copied before the exec, so a child of a big notebook kernel would report the kernel.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except (OSError, StopIteration):
+        import resource  # POSIX only: macOS here (ru_maxrss in bytes), Linux without /proc
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch (CUDA), else this process's peak resident memory, in MiB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return peak_rss() / 2**20

@@ -14,7 +14,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 
-from .config import CONTAMINATION_DROPS, PROFILES, Profile
+from utils.config import CONTAMINATION_DROPS, PROFILES, Profile
 
 STAGE_NAMES = ("data", "stage1", "merge", "stage2", "evaluate", "report", "prefer")  # run order
 DEFAULT_STAGES = STAGE_NAMES[:-1]  # prefer (stage 3, DPO) runs only when asked for

@@ -1,0 +1,55 @@
+"""The sweep: train each named experiment (utils/runs/experiments.py) through the pipeline's Python API.
+
+Every experiment becomes its own run folder; a run is never overwritten (name-v2, name-v3,
+...). The tokenizer and the prepared data are shared between the experiments. Notebook 10.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.config import get_profile, runs_dir
+from utils.options import RunOptions
+from utils.pipeline import job as pipeline
+from utils.runs import registry
+from utils.runs.experiments import check_experiments, experiments_for
+
+
+def new_run_name(name: str, root=None) -> str:
+    """`name`, or name-v2, name-v3, ... : the first that is not a folder under `root` yet."""
+    root, candidate, n = Path(root or runs_dir()), registry.check_run_name(name), 1
+    while (root / candidate).exists():
+        n += 1
+        candidate = f"{name}-v{n}"
+    return candidate
+
+
+def run_sweep(profile, names=None, runs_root=None, max_steps: int | None = None,
+              overrides: dict | None = None, from_run: str | None = None,
+              max_rows: int | None = None, stages=("stage2",)) -> list[str]:
+    """Train each named experiment with the pipeline's stage-2 code; return the new run names.
+    Notebook 10.
+
+    Each experiment overrides the profile's stage-2 TrainConfig (then `overrides`, then
+    `max_steps`, the scale-down for small machines). A run is named after the profile that
+    trains it and the settings (`Experiment.run_name`: tiny-b2-acc4-e1-lr1e-4 on tiny); it
+    never overwrites another: when the name is taken the run is called name-v2, name-v3, ...;
+    config.json records the experiment.
+    """
+    profile = get_profile(profile)  # the public entry: a name is normalised here, once
+    names = list(names) if names is not None else experiments_for(profile)
+    experiments = check_experiments(names, profile)
+    root, inputs, created = Path(runs_root or runs_dir()), None, []
+    options = RunOptions(from_run=from_run, max_rows=max_rows)
+    for exp in experiments:
+        changes = {**exp.stage2, **(overrides or {})}
+        if max_steps is not None:
+            changes["max_steps"] = max_steps
+        run_name = new_run_name(exp.run_name(profile), root)
+        print(f"\n=== {run_name}: stage 2 with {changes}")
+        # Tokenizer and data are the same for every experiment: prepared once, shared.
+        ctx = pipeline.run(profile.replace(stage2=changes), registry.run_path(run_name, root),
+                           options, stages, inputs=inputs, experiment=exp.name, overrides=changes)
+        inputs = ctx.inputs
+        created.append(run_name)
+    return created

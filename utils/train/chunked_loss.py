@@ -1,0 +1,94 @@
+"""Stage 1's memory savers: a chunked cross-entropy and gradient checkpointing on a frozen base.
+
+At the seed's workload (batch 2 x 512, GPT-2 shape) a LoRA step is dominated by activations
+and the fp32 logits (2 x 512 x 50,257 x 4 bytes = 206 MB, several copies in the backward),
+not by optimizer state. `lm_loss` computes the loss from the final hidden states through the
+(frozen) output layer `chunk` positions at a time, and computes the gradient during the
+forward, so no more than one chunk of logits ever exists; `LeanLoRA` turns on activation
+checkpointing for a LoRA model for the length of one training run. utils/train/trainer.py hooks
+both into the pipeline's stage 1; notebook 11 measures what each buys.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from utils.config import IGNORE_INDEX
+
+CHUNK = 256  # positions per slice of logits: 256 x 50,257 x 4 bytes = 51 MB for GPT-2
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of (hidden @ weight.T) against labels, `chunk` rows at a time.
+
+    The loss is a sum, so its gradient is the per-chunk (softmax - one_hot) terms times the
+    incoming scalar: they are computed in the forward, chunk by chunk, and only the gradients
+    for hidden (and weight, if it trains) are kept; the backward scales them. Logits are fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk):
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            h, y = hidden[start:start + chunk], labels[start:start + chunk]
+            logits = (h @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, y[:, None])[:, 0]).sum()
+            if need_h or need_w:
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                probs[torch.arange(len(y), device=y.device), y] -= 1.0
+                g = probs.to(hidden.dtype)
+                if need_h:
+                    grad_h[start:start + chunk] = g @ weight
+                if need_w:
+                    grad_w += (g.T @ h).float()
+            del logits
+        ctx.save_for_backward(*(t for t in (grad_h, grad_w) if t is not None))
+        ctx.has = (need_h, need_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        saved = iter(ctx.saved_tensors)
+        grad_h = next(saved) * grad_out.to(ctx.saved_tensors[0].dtype) if ctx.has[0] else None
+        grad_w = next(saved) * grad_out if ctx.has[1] else None
+        return grad_h, grad_w, None, None
+
+
+def linear_cross_entropy(hidden, weight, labels, chunk: int = CHUNK) -> torch.Tensor:
+    """Summed next-token loss of hidden states (..., d) against labels (...), IGNORE_INDEX skipped."""
+    hidden, labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    keep = labels != IGNORE_INDEX  # only positions with a label cost a row of logits
+    return LinearCrossEntropy.apply(hidden[keep], weight, labels[keep], chunk)
+
+
+def causal_lm(model):
+    """The transformers causal LM inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports_chunked_loss(model) -> bool:
+    """True when the output layer is a plain bias-free Linear (not an adapter) the loss can reuse."""
+    head = causal_lm(model).get_output_embeddings()
+    return type(head) is torch.nn.Linear and head.bias is None
+
+
+def lm_loss(model, inputs: dict, num_items: int | torch.Tensor | None = None,
+            chunk: int = CHUNK) -> torch.Tensor:
+    """The model's causal-LM loss (labels shifted by one) without materialising all logits.
+
+    Divided by num_items (the Trainer's label-token count over an accumulated batch) when
+    given, else by this batch's label tokens: the same value as `model(**inputs).loss`.
+    """
+    lm = causal_lm(model)
+    body = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    hidden = lm.base_model(**body, use_cache=False).last_hidden_state
+    labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
+    total = linear_cross_entropy(hidden[:, :-1], lm.get_output_embeddings().weight, labels, chunk)
+    count = num_items if num_items is not None else (labels != IGNORE_INDEX).sum()
+    return total / count
+
+

@@ -1,0 +1,296 @@
+"""Pretrain the pocket poet: a small GPT-2 with the real GPT-2 tokenizer, on public-domain verse.
+
+`python -m utils.train.pretrain` trains it from `data/pretrain/` with a fixed seed and writes
+`models/pocket-gpt2/`: fp16 safetensors, config, the loss history and a model card (corpus
+sha256, steps, tokens, validation loss, wall time, tokens/s, machine). The `tiny` profile
+starts from that folder. The loop is the one notebook 04b writes out by hand: AdamW, warm-up
+then cosine, gradient clipping, periodic validation. A crash loses at most `eval_every` steps:
+`--resume` continues from the last checkpoint with the same data order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from utils.config import POCKET_DIR
+from utils.data import corpus as pretrain_data
+from utils.evaluate.metrics import block_loss
+from utils.models.loading import eval_mode, load_local_base
+from utils.models.tokenizers import gpt2_tokenizer
+
+SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Architecture and schedule of the pocket model (defaults: the committed checkpoint)."""
+
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    block_size: int = 256  # tokens per row; also the model's context (n_positions)
+    batch_size: int = 8
+    max_tokens: int = 2_000_000  # training tokens seen, ~6 passes over the corpus
+    learning_rate: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decays to 10% of the peak
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100  # steps between validation (and checkpoints)
+    bf16: bool = True  # bf16 autocast for matmuls on the CPU; weights and optimizer stay fp32
+    seed: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, self.max_tokens // (self.batch_size * self.block_size))
+
+
+def pocket_config(cfg: PretrainConfig, tokenizer) -> GPT2Config:
+    return GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.block_size, n_embd=cfg.n_embd,
+                      n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def new_pocket_model(cfg: PretrainConfig, tokenizer) -> GPT2LMHeadModel:
+    """A random-init pocket GPT-2. Its class name is not in transformers' loss table, which
+    would warn "loss_type=None ... unrecognized" at the first loss: it is a causal LM."""
+    model = GPT2LMHeadModel(pocket_config(cfg, tokenizer))
+    model.loss_type = "ForCausalLM"
+    return model
+
+
+def learning_rate_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up to the peak, then a cosine down to min_lr_ratio x peak."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.learning_rate * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and layer norms (1-D tensors), as in GPT-2's recipe."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95))
+
+
+def batch_rows(step: int, n_rows: int, cfg: PretrainConfig) -> torch.Tensor:
+    """Row indices of a step: one fixed shuffle per epoch, so a resumed run sees the same data."""
+    start = step * cfg.batch_size
+    rows = []
+    while len(rows) < cfg.batch_size:
+        epoch, offset = divmod(start + len(rows), n_rows)
+        order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        rows += order[offset:offset + cfg.batch_size - len(rows)].tolist()
+    return torch.tensor(rows)
+
+
+def _lm_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token loss of packed blocks; the all-ones mask says: no padding here (EOS is text)."""
+    return model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+
+
+def sample_texts(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 40, seed: int = 0):
+    """One sampled continuation per prompt (temperature 0.8, top-k 50), seeded.
+
+    The global random state is forked, so sampling never changes the training run's dropout.
+    """
+    texts = []
+    with torch.random.fork_rng(), eval_mode(model):
+        for prompt in prompts:
+            torch.manual_seed(seed)
+            enc = tokenizer(prompt, return_tensors="pt")
+            room = model.config.n_positions - enc["input_ids"].shape[1]  # the context is the limit
+            out = model.generate(**enc, do_sample=True, temperature=0.8, top_k=50, top_p=1.0,
+                                 max_new_tokens=min(max_new_tokens, room),
+                                 pad_token_id=tokenizer.eos_token_id)
+            texts.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return texts
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
+    """Weights, optimizer moments, the random state (safetensors, no pickle), then the loop state."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()
+               if k != "lm_head.weight"}, folder / "model.tmp")  # lm_head is tied to wte
+    moments = {"rng_state": torch.random.get_rng_state()}  # dropout masks continue exactly
+    for i, (param, slot) in enumerate(optimizer.state.items()):
+        moments.update({f"{i}.exp_avg": slot["exp_avg"], f"{i}.exp_avg_sq": slot["exp_avg_sq"]})
+    save_file(moments, folder / "optimizer.tmp")
+    os.replace(folder / "model.tmp", folder / "model.safetensors")
+    os.replace(folder / "optimizer.tmp", folder / "optimizer.safetensors")
+    (folder / "state.tmp").write_text(json.dumps(state, indent=1))
+    os.replace(folder / "state.tmp", folder / "state.json")  # the commit point
+
+
+def _load_checkpoint(folder: Path, model, optimizer) -> dict:
+    state = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    model.tie_weights()
+    moments = load_file(folder / "optimizer.safetensors")
+    torch.random.set_rng_state(moments["rng_state"])
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        if f"{i}.exp_avg" in moments:
+            optimizer.state[param] = {"step": torch.tensor(float(state["step"])),
+                                      "exp_avg": moments[f"{i}.exp_avg"],
+                                      "exp_avg_sq": moments[f"{i}.exp_avg_sq"]}
+    return state
+
+
+# ---------------------------------------------------------------- the run
+
+
+def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = False,
+             progress: bool = True) -> dict:
+    """Train the pocket model, save it to `out_dir` with its card; returns the history."""
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    tokenizer = gpt2_tokenizer()
+    blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
+    model = new_pocket_model(cfg, tokenizer)
+    optimizer = make_optimizer(model, cfg)
+    ckpt = out_dir / "checkpoint"
+    state = {"step": 0, "history": [], "samples": [], "wall_s": 0.0, "tokens": 0}
+    if resume and (ckpt / "state.json").is_file():
+        state = _load_checkpoint(ckpt, model, optimizer)
+    elif (ckpt / "state.json").is_file():
+        raise FileExistsError(f"{ckpt} holds an unfinished run: pass --resume to continue it, "
+                              "or delete that folder to start over")
+    model.train()
+    start, last = time.perf_counter(), state["wall_s"]
+    bar = tqdm(range(state["step"], cfg.total_steps), initial=state["step"], total=cfg.total_steps,
+               desc="pretraining", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, cfg)
+        batch = blocks["train"][batch_rows(step, len(blocks["train"]), cfg)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = _lm_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["tokens"] += batch.numel()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --learning-rate")
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.total_steps:
+            state["wall_s"] = last + time.perf_counter() - start
+            val = block_loss(model, blocks["validation"])
+            state["history"].append({"step": done, "tokens": state["tokens"], "train_loss": loss.item(),
+                                     "val_loss": val, "lr": learning_rate_at(step, cfg),
+                                     "wall_s": round(state["wall_s"], 1)})
+            if done in _sample_steps(cfg):
+                state["samples"].append({"step": done, "texts": sample_texts(model, tokenizer)})
+            bar.set_postfix(train=f"{loss.item():.2f}", val=f"{val:.2f}")
+            state["step"] = done
+            _save_checkpoint(ckpt, model, optimizer, state)
+    state["wall_s"] = last + time.perf_counter() - start if state["step"] < cfg.total_steps else state["wall_s"]
+    save_pocket(model, tokenizer, out_dir, cfg, state, blocks)
+    shutil.rmtree(ckpt)  # the finished model is saved; the resumable state is no longer needed
+    return state
+
+
+def _sample_steps(cfg: PretrainConfig) -> set[int]:
+    """A few checkpoints to read samples at: early, a quarter, half, the end."""
+    evals = list(range(cfg.eval_every, cfg.total_steps + 1, cfg.eval_every)) or [cfg.total_steps]
+    picks = {evals[0], evals[len(evals) // 4], evals[len(evals) // 2], cfg.total_steps}
+    return picks
+
+
+def save_pocket(model, tokenizer, out_dir: Path, cfg: PretrainConfig, state: dict, blocks) -> None:
+    """fp16 safetensors (half the bytes; loaded back as fp32), config, history and card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.eos_token_id
+    model.to(torch.float16).save_pretrained(out_dir)
+    model.to(torch.float32)
+    (out_dir / "history.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(cfg), **state}, indent=1))
+    (out_dir / "README.md").write_text(model_card(cfg, state, blocks, model))
+
+
+def model_card(cfg: PretrainConfig, state: dict, blocks, model) -> str:
+    """What a reader needs to trust or reproduce the checkpoint, all measured by this run."""
+    last = state["history"][-1] if state["history"] else {}
+    params = sum(p.numel() for p in model.parameters())
+    files = pretrain_data.check_corpus()
+    corpus = "\n".join(f"| `data/pretrain/{name}` | `{digest}` |" for name, digest in files.items())
+    tokens_per_s = state["tokens"] / state["wall_s"] if state["wall_s"] else float("nan")
+    first = state["history"][0]["val_loss"] if state["history"] else float("nan")
+    samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
+                        for s in state["samples"])
+    return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
+
+Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile loads it as its base.
+
+| | |
+|---|---|
+| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size}, tied embeddings |
+| parameters | {params:,d} |
+| tokenizer | the real GPT-2 BPE (50,257 tokens), token-compatible with `openai-community/gpt2` |
+| storage | safetensors, fp16 (load as fp32 on a CPU) |
+| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {'bf16 autocast' if cfg.bf16 else 'fp32'} |
+| data | {len(blocks['train']):,d} training blocks, {len(blocks['validation']):,d} validation blocks (5% of the plays' passages and of the sonnets, held out whole) |
+| validation loss | {first:.3f} after {cfg.eval_every} steps -> **{last.get('val_loss', float('nan')):.3f}** nats/token at the end (ln 50257 = 10.825 is a uniform guess) |
+| final training loss | {last.get('train_loss', float('nan')):.3f} (last batch) |
+| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s |
+| machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
+
+## Corpus
+| file | sha256 |
+|---|---|
+{corpus}
+
+## Samples (temperature 0.8, top-k 50, seed 0) during training
+{samples}
+"""
+
+
+def load_pocket(path: str | Path = POCKET_DIR, dtype: torch.dtype = torch.float32):
+    """The committed pocket model as fp32 (or `dtype`), with a clear error when it is missing."""
+    return load_local_base(path, dtype)
+
+
+def main(argv=None) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=POCKET_DIR, help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    for name, field in fields.items():
+        kind = type(field.default)
+        if kind is bool:
+            parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                                default=field.default)
+        else:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default)
+    args = vars(parser.parse_args(argv))
+    out, resume = args.pop("out"), args.pop("resume")
+    cfg = PretrainConfig(**args)
+    print(f"pretraining {cfg.total_steps:,d} steps ({cfg.max_tokens:,d} tokens) into {out}")
+    state = pretrain(cfg, out, resume=resume)
+    print(f"validation loss {state['history'][-1]['val_loss']:.3f}; card: {out / 'README.md'}")
+    return state
+
+
+if __name__ == "__main__":
+    main()
