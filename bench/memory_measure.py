@@ -1,6 +1,6 @@
-"""Training memory, measured: peak resident or GPU memory, and a few steps in a fresh process.
+"""Training memory, measured: a few training steps in a fresh process, their peak and step time.
 
-`peak_memory_mb` is the one peak-memory probe (the training stats use it too).
+The peak-memory probes themselves live in utils/env.py (the training stats use them too).
 `measure_training_memory` runs `python -m bench.memory_measure '{json}'` as a child process,
 so the measurement starts from a clean process instead of a notebook kernel that has already
 held big tensors. utils/models/memory.py predicts what is measured here. Introduced in notebook 11.

@@ -12,6 +12,14 @@ from .collate import (
     stage2_collator,
 )
 from .contamination import normalise_for_matching
-from .prepare import clean_poems, prepare_data
-from .sources import load_poems
-from .tokenize import encode_example, encode_pairs, group_texts, lm_blocks
+from .prepare import (
+    clean_poems,
+    deduplicate_splits,
+    format_conversations,
+    leakage_report,
+    prepare_data,
+    split_conversation,
+    train_validation_split,
+)
+from .sources import SPLITS, load_instructions, load_poems
+from .tokenize import encode_example, encode_pairs, filter_by_length, group_texts, lm_blocks, token_lengths

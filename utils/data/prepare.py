@@ -1,7 +1,9 @@
-"""Data: load, clean, format, split, check for leakage, tokenize with masked labels, batch.
+"""The data stage: clean the poems, format the conversations, split, check for leakage.
 
-hub dataset or data/sample -> clean -> (prompt, completion) -> split + leakage check
--> tokenize (labels -100 on prompt and padding, EOS kept) -> batch. Introduced in notebook 05.
+hub dataset or data/sample (utils.data.sources) -> clean -> (prompt, completion) -> split +
+leakage and contamination checks -> tokenize (utils.data.tokenize: labels -100 on prompt and
+padding, EOS kept) -> batch (utils.data.collate). `prepare_data` runs the whole stage for a
+profile. Introduced in notebook 05.
 """
 
 from __future__ import annotations

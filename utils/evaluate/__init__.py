@@ -5,6 +5,7 @@ pairs, the learning report of a run, and the seed's two practical prompts. Noteb
 # What the notebooks import from this room; everything else is imported from its module.
 from .evaluation import EVAL_KEYS, compare_models, plot_metric_bars, split_loss
 from .metrics import (
+    block_loss,
     evaluate_generations,
     exact_match,
     line_stats,

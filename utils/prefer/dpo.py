@@ -3,8 +3,8 @@
 The rater of notebook 09 writes one click a line to preferences.csv; `pairs_from_ratings`
 turns the clicks into (prompt, chosen, rejected) pairs, with the texts of the rated items.
 `train_dpo` runs TRL's DPOTrainer against a frozen copy of the starting model; `dpo_loss` is
-the same loss in a few lines (tests/test_dpo.py checks it against TRL's). `prefer_stage` is
-the pipeline's `prefer` stage. Introduced in notebook 12.
+the same loss in a few lines (tests/test_dpo.py checks it against TRL's). The pipeline's
+`prefer` stage (utils/pipeline/stages.py) puts them together. Introduced in notebook 12.
 """
 
 from __future__ import annotations

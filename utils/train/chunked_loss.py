@@ -1,12 +1,12 @@
-"""Stage 1's memory savers: a chunked cross-entropy and gradient checkpointing on a frozen base.
+"""Stage 1's chunked cross-entropy: the loss over the vocabulary a slice of positions at a time.
 
 At the seed's workload (batch 2 x 512, GPT-2 shape) a LoRA step is dominated by activations
 and the fp32 logits (2 x 512 x 50,257 x 4 bytes = 206 MB, several copies in the backward),
 not by optimizer state. `lm_loss` computes the loss from the final hidden states through the
 (frozen) output layer `chunk` positions at a time, and computes the gradient during the
-forward, so no more than one chunk of logits ever exists; `LeanLoRA` turns on activation
-checkpointing for a LoRA model for the length of one training run. utils/train/trainer.py hooks
-both into the pipeline's stage 1; notebook 11 measures what each buys.
+forward, so no more than one chunk of logits ever exists. The other savers (checkpointing,
+the fused GELU) are in utils/train/savers.py; utils/train/trainer.py hooks both into the
+pipeline's stage 1; notebook 11 measures what each buys.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One Trainer wrapper for both fine-tuning stages: arguments, callbacks, batching, evaluation.
+"""One Trainer wrapper for both fine-tuning stages: arguments, callbacks, the loss, validation.
 
 Stage 1 (notebook 06) trains LoRA adapters on packed blocks of poems; stage 2 (notebook 07)
 trains every weight on poetry instructions. Both go through `build_trainer` and `train`, and
