@@ -25,7 +25,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from utils.data import corpus as pretrain_data
 from utils.evaluate.metrics import block_loss
-from utils.models.shapes import mfu, training_flops_per_token
+from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
 from utils.models.tokenizers import gpt2_tokenizer
 from utils.train.pretrain import (
     PretrainConfig,
@@ -37,7 +37,8 @@ from utils.train.pretrain import (
 
 # The loop the committed checkpoint was trained with (models/pocket-gpt2/history.json):
 # GPT2Config's dropout 0.1, bf16 autocast, torch's default (for-loop) AdamW on a CPU.
-TODAY = dict(dropout=0.1, bf16=True, adamw="for-loop", chunked_loss=False, compile=False, batch_size=8)
+TODAY = {"dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False, "compile": False,
+         "batch_size": 8}
 ALL_THREADS = None  # torch's default: one thread per core
 
 
@@ -114,7 +115,7 @@ def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int, peak:
         cfg = dataclasses.replace(ours, **changes)
         if name != "ours" and cfg == ours and threads is ALL_THREADS:
             continue  # the toggle is ours itself (e.g. "AdamW fused" when ours is fused)
-        row = _with_threads(threads, lambda: measure_loop(cfg, train_blocks, tokenizer, steps))
+        row = _with_threads(threads, lambda cfg=cfg: measure_loop(cfg, train_blocks, tokenizer, steps))
         row["mfu"] = mfu(row["flops_per_token"], row["tokens_per_s"], peak)
         rows[name] = {"changes": changes, "threads": threads or torch.get_num_threads(), **row}
     return rows
@@ -277,8 +278,6 @@ def pretrain_bench(seconds: float = 180.0, steps: int = 4, ours: PretrainConfig 
 
     `only` limits the levers to those names (None: all); seconds 0 skips the race.
     """
-    from bench.pipeline import peak_gemm_flops
-
     ours = ours or PretrainConfig()
     tokenizer = tokenizer or gpt2_tokenizer()
     blocks = pretrain_data.pretraining_blocks(tokenizer, ours.block_size, seed=ours.seed)

@@ -30,6 +30,7 @@ from utils.config import POCKET_DIR
 from utils.data import corpus as pretrain_data
 from utils.evaluate.metrics import block_loss
 from utils.models.loading import eval_mode, load_local_base
+from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
 from utils.models.tokenizers import gpt2_tokenizer
 from utils.train.chunked_loss import lm_loss
 
@@ -231,6 +232,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = Fal
             state["step"] = done
             _save_checkpoint(ckpt, model, optimizer, state)
     state["wall_s"] = last + time.perf_counter() - start if state["step"] < cfg.total_steps else state["wall_s"]
+    state["peak_gemm_gflops"] = peak_gemm_flops() / 1e9  # MFU's denominator, on this machine now
     save_pocket(model, tokenizer, out_dir, cfg, state, blocks)
     shutil.rmtree(ckpt)  # the finished model is saved; the resumable state is no longer needed
     return state
@@ -261,25 +263,39 @@ def model_card(cfg: PretrainConfig, state: dict, blocks, model) -> str:
     files = pretrain_data.check_corpus()
     corpus = "\n".join(f"| `data/pretrain/{name}` | `{digest}` |" for name, digest in files.items())
     tokens_per_s = state["tokens"] / state["wall_s"] if state["wall_s"] else float("nan")
+    flops = training_flops_per_token(model, cfg.block_size)
+    peak = state.get("peak_gemm_gflops", 0.0) * 1e9
+    used = mfu(flops, tokens_per_s, peak)
     first = state["history"][0]["val_loss"] if state["history"] else float("nan")
+    curve = "\n".join(f"| {h['step']:,d} | {h['tokens']:,d} | {h['wall_s'] / 60:.1f} | {h['train_loss']:.3f} | "
+                      f"{h['val_loss']:.3f} |" for h in state["history"])
     samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
                         for s in state["samples"])
+    loop = ", ".join([f"dropout {cfg.dropout:g}", "bf16 autocast" if cfg.bf16 else "fp32",
+                      f"{cfg.adamw} AdamW"] + (["torch.compile"] if cfg.compile else []))
     return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
 
 Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile loads it as its base.
 
 | | |
 |---|---|
-| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size}, tied embeddings |
+| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size} |
+| output head | tied to the input embedding (50,257 x {cfg.n_embd}, no extra parameters); loss over {'the chunked head, 256 positions at a time' if cfg.chunked_loss else 'the full logits'} |
 | parameters | {params:,d} |
 | tokenizer | the real GPT-2 BPE (50,257 tokens), token-compatible with `openai-community/gpt2` |
 | storage | safetensors, fp16 (load as fp32 on a CPU) |
-| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {'bf16 autocast' if cfg.bf16 else 'fp32'} |
+| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {loop} |
 | data | {len(blocks['train']):,d} training blocks, {len(blocks['validation']):,d} validation blocks (5% of the plays' passages and of the sonnets, held out whole) |
 | validation loss | {first:.3f} after {cfg.eval_every} steps -> **{last.get('val_loss', float('nan')):.3f}** nats/token at the end (ln 50257 = 10.825 is a uniform guess) |
 | final training loss | {last.get('train_loss', float('nan')):.3f} (last batch) |
-| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s |
+| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s (validation and checkpoints included) |
+| MFU | {f'{used:.2f}' if used else 'not measured'}: {flops / 1e6:.1f} MFLOP per token (`training_flops_per_token`) x tokens/s over {peak / 1e9:.0f} GFLOP/s, this machine's fp32 GEMM peak measured after the run |
 | machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
+
+## Validation loss curve
+| step | tokens | wall (min) | training loss (last batch) | validation loss |
+|---|---|---|---|---|
+{curve}
 
 ## Corpus
 | file | sha256 |
