@@ -101,6 +101,17 @@ for _name in ("padding", "throughput", "memory"):
     BENCHMARKS[_name] = _efficiency_section(_name)
 
 
+# ---------------------------------------------------------------- pretraining (notebook 04b)
+
+
+@benchmark("pretrain")
+def pretraining(args) -> dict:
+    """The pocket loop's tokens/s and MFU by lever; nanoGPT's CPU recipe at equal wall time."""
+    from bench.pretrain import pretrain_bench
+
+    return pretrain_bench(seconds=args.seconds, steps=args.pretrain_steps)
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -115,9 +126,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--num-beams", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=180.0,
+                        help="pretrain: wall time of each recipe in the race (0: skip the race)")
+    parser.add_argument("--pretrain-steps", type=int, default=4,
+                        help="pretrain: timed optimizer steps per setting (after one warm-up step)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.seconds < 0 or args.pretrain_steps < 1:
+        parser.error(f"--seconds must be >= 0 and --pretrain-steps >= 1, "
+                     f"got {args.seconds} and {args.pretrain_steps}")
     from utils.config import get_profile
 
     args.profile = get_profile(args.profile).name

@@ -19,7 +19,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
 from transformers import TrainerCallback
@@ -34,7 +33,7 @@ from bench.batching import (
 from bench.memory_measure import measure_in_turn
 from utils.config import get_profile
 from utils.data.collate import SFTCollator, stage2_collator
-from utils.models.shapes import mfu, training_flops_per_token
+from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
 from utils.train.savers import EVERY_N_LAYERS
 from utils.train.trainer import build_trainer
 
@@ -122,23 +121,6 @@ def pipeline_throughput(model_name: str = GPT2_SHAPE, profile=None, n_rows: int 
                steps_timed=steps - 1, repeats=repeats, threads=torch.get_num_threads(),
                batch_size=SEED_BATCH_SIZE, collator=type(recipes["ours"][1]).__name__)
     return out
-
-
-# ---------------------------------------------------------------- compute efficiency
-
-
-def peak_gemm_flops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's fp32 matmul FLOP/s with all of torch's threads: the best of `repeats`."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: the first call picks kernels and allocates
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- stage-1 memory

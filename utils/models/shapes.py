@@ -7,6 +7,8 @@ use it without importing model loading. Introduced in notebooks 04 (architecture
 
 from __future__ import annotations
 
+import time
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -76,3 +78,17 @@ def mfu(flops_per_token: float, tokens_per_second: float, peak_flops: float | No
     """Model FLOPs utilisation: useful training FLOP/s over the device's peak (None if unknown)."""
     return None if not peak_flops else flops_per_token * tokens_per_second / peak_flops
 
+
+def peak_gemm_flops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matmul FLOP/s with all of torch's threads: the best of `repeats`.
+
+    The denominator of every MFU the course reports (the bench, the pretraining card).
+    """
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: the first call picks kernels and allocates
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -194,6 +195,10 @@ def dpo_arguments(cfg: PreferenceConfig, output_dir, **overrides):
         # TRL's defaults differ from the Trainer's: checkpointing on and bf16 on. A small model
         # needs no activation checkpointing, and a CPU trains in fp32 (precision_flags).
         use_cpu=device.type == "cpu", dataloader_num_workers=0,
+        # The frozen reference's log-probabilities, once for every pair before the first step
+        # (only the log-prob column of TRL's fused head), instead of a second forward pass at
+        # every step and every evaluation: the reference never changes.
+        precompute_ref_log_probs=True,
         **{checkpointing_argument(): False}, **precision_flags(device))
     args.update(overrides)
     return DPOConfig(**args)
@@ -210,13 +215,19 @@ def _quiet():
     from transformers.utils import logging
 
     bars, level = not are_progress_bars_disabled(), logging.get_verbosity()
+    tqdm_disable = os.environ.get("TQDM_DISABLE")
     disable_progress_bars()
     logging.set_verbosity_error()
+    os.environ["TQDM_DISABLE"] = "1"  # TRL's bar while it precomputes the reference log-probs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TRL's own calls of renamed APIs
             yield
     finally:
+        if tqdm_disable is None:
+            os.environ.pop("TQDM_DISABLE")
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_disable
         logging.set_verbosity(level)
         if bars:
             enable_progress_bars()
@@ -234,7 +245,8 @@ def split_pairs(pairs, eval_fraction: float, seed: int) -> tuple[list[dict], lis
 
 def build_dpo_trainer(model, tokenizer, train_pairs, eval_pairs, cfg: PreferenceConfig,
                       output_dir, ref_model=None, profile: Profile | str | None = None, **overrides):
-    """TRL's DPOTrainer on the pairs; ref_model None: a frozen copy of model (or LoRA off)."""
+    """TRL's DPOTrainer on the pairs; ref_model None: model itself before its first step (its
+    log-probabilities are precomputed), a frozen copy without precompute, or LoRA off."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import DPOTrainer
@@ -242,19 +254,19 @@ def build_dpo_trainer(model, tokenizer, train_pairs, eval_pairs, cfg: Preference
     columns = ("prompt", "chosen", "rejected")
     data = [Dataset.from_list([{k: p[k] for k in columns} for p in rows]) if rows else None
             for rows in (train_pairs, eval_pairs)]
+    args = dpo_arguments(cfg, output_dir, **overrides)
     peft_config = None
     if cfg.lora:
         from utils.models.lora import lora_config
 
         peft_config = lora_config(profile)  # reference = the same model with the adapters off
-    elif ref_model is None:
-        ref_model = copy.deepcopy(model)
+    elif ref_model is None and not args.precompute_ref_log_probs:
+        ref_model = copy.deepcopy(model)  # precomputed: TRL scores the untrained model itself
     if ref_model is not None:
         ref_model.requires_grad_(False).eval()
     set_seed(cfg.seed)
     with _quiet():
-        trainer = DPOTrainer(model=model, ref_model=ref_model,
-                             args=dpo_arguments(cfg, output_dir, **overrides),
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args,
                              train_dataset=data[0], eval_dataset=data[1],
                              processing_class=tokenizer, peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log line

@@ -30,14 +30,21 @@ from utils.config import POCKET_DIR
 from utils.data import corpus as pretrain_data
 from utils.evaluate.metrics import block_loss
 from utils.models.loading import eval_mode, load_local_base
+from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
 from utils.models.tokenizers import gpt2_tokenizer
+from utils.train.chunked_loss import lm_loss
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Architecture and schedule of the pocket model (defaults: the committed checkpoint)."""
+    """Architecture, schedule and loop settings of the pocket model.
+
+    The defaults are the recommended run (issue #24): each speed setting was measured side by
+    side by `python -m bench --only pretrain` (bench/pretrain.py) and the shape chosen by a
+    short sweep; the committed checkpoint's own settings are in its history.json.
+    """
 
     n_layer: int = 4
     n_embd: int = 128
@@ -51,7 +58,11 @@ class PretrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     eval_every: int = 100  # steps between validation (and checkpoints)
-    bf16: bool = True  # bf16 autocast for matmuls on the CPU; weights and optimizer stay fp32
+    dropout: float = 0.0  # GPT2Config's default is 0.1; the first checkpoint trained with it
+    bf16: bool = False  # bf16 autocast: without native bf16 (AVX2) a CPU converts, ~5x slower
+    adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
+    chunked_loss: bool = False  # utils.train.chunked_loss over the 50,257-way head
+    compile: bool = False  # torch.compile the model
     seed: int = 0
 
     @property
@@ -61,7 +72,8 @@ class PretrainConfig:
 
 def pocket_config(cfg: PretrainConfig, tokenizer) -> GPT2Config:
     return GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.block_size, n_embd=cfg.n_embd,
-                      n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.bos_token_id,
+                      n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
+                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, bos_token_id=tokenizer.bos_token_id,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
@@ -87,7 +99,8 @@ def make_optimizer(model, cfg: PretrainConfig) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95),
+                             fused=cfg.adamw == "fused", foreach=cfg.adamw == "foreach")
 
 
 def batch_rows(step: int, n_rows: int, cfg: PretrainConfig) -> torch.Tensor:
@@ -101,9 +114,26 @@ def batch_rows(step: int, n_rows: int, cfg: PretrainConfig) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def _lm_loss(model, batch: torch.Tensor) -> torch.Tensor:
-    """Next-token loss of packed blocks; the all-ones mask says: no padding here (EOS is text)."""
+def _lm_loss(model, batch: torch.Tensor, chunked: bool = False) -> torch.Tensor:
+    """Next-token loss of packed blocks; the all-ones mask says: no padding here (EOS is text).
+
+    chunked: the loss through the tied output layer 256 positions at a time (the 50,257-way
+    logits of a whole batch, 8 x 256 x 50,257 x 4 bytes = 412 MB, never exist at once).
+    """
+    if chunked:
+        return lm_loss(model, {"input_ids": batch, "labels": batch})
     return model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+
+
+def train_step(model, optimizer, batch: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+    """One optimizer step on a batch of blocks: loss, backward, clip, update. Returns the loss."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        loss = _lm_loss(model, batch, cfg.chunked_loss)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def sample_texts(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 40, seed: int = 0):
@@ -177,6 +207,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = Fal
         raise FileExistsError(f"{ckpt} holds an unfinished run: pass --resume to continue it, "
                               "or delete that folder to start over")
     model.train()
+    runner = torch.compile(model) if cfg.compile else model  # shares model's weights
     start, last = time.perf_counter(), state["wall_s"]
     bar = tqdm(range(state["step"], cfg.total_steps), initial=state["step"], total=cfg.total_steps,
                desc="pretraining", disable=not progress)
@@ -184,12 +215,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = Fal
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, cfg)
         batch = blocks["train"][batch_rows(step, len(blocks["train"]), cfg)]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = _lm_loss(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(runner, optimizer, batch, cfg)
         state["tokens"] += batch.numel()
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --learning-rate")
@@ -206,6 +232,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = Fal
             state["step"] = done
             _save_checkpoint(ckpt, model, optimizer, state)
     state["wall_s"] = last + time.perf_counter() - start if state["step"] < cfg.total_steps else state["wall_s"]
+    state["peak_gemm_gflops"] = peak_gemm_flops() / 1e9  # MFU's denominator, on this machine now
     save_pocket(model, tokenizer, out_dir, cfg, state, blocks)
     shutil.rmtree(ckpt)  # the finished model is saved; the resumable state is no longer needed
     return state
@@ -236,25 +263,39 @@ def model_card(cfg: PretrainConfig, state: dict, blocks, model) -> str:
     files = pretrain_data.check_corpus()
     corpus = "\n".join(f"| `data/pretrain/{name}` | `{digest}` |" for name, digest in files.items())
     tokens_per_s = state["tokens"] / state["wall_s"] if state["wall_s"] else float("nan")
+    flops = training_flops_per_token(model, cfg.block_size)
+    peak = state.get("peak_gemm_gflops", 0.0) * 1e9
+    used = mfu(flops, tokens_per_s, peak)
     first = state["history"][0]["val_loss"] if state["history"] else float("nan")
+    curve = "\n".join(f"| {h['step']:,d} | {h['tokens']:,d} | {h['wall_s'] / 60:.1f} | {h['train_loss']:.3f} | "
+                      f"{h['val_loss']:.3f} |" for h in state["history"])
     samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
                         for s in state["samples"])
+    loop = ", ".join([f"dropout {cfg.dropout:g}", "bf16 autocast" if cfg.bf16 else "fp32",
+                      f"{cfg.adamw} AdamW"] + (["torch.compile"] if cfg.compile else []))
     return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
 
 Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile loads it as its base.
 
 | | |
 |---|---|
-| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size}, tied embeddings |
+| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size} |
+| output head | tied to the input embedding (50,257 x {cfg.n_embd}, no extra parameters); loss over {'the chunked head, 256 positions at a time' if cfg.chunked_loss else 'the full logits'} |
 | parameters | {params:,d} |
 | tokenizer | the real GPT-2 BPE (50,257 tokens), token-compatible with `openai-community/gpt2` |
 | storage | safetensors, fp16 (load as fp32 on a CPU) |
-| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {'bf16 autocast' if cfg.bf16 else 'fp32'} |
+| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {loop} |
 | data | {len(blocks['train']):,d} training blocks, {len(blocks['validation']):,d} validation blocks (5% of the plays' passages and of the sonnets, held out whole) |
 | validation loss | {first:.3f} after {cfg.eval_every} steps -> **{last.get('val_loss', float('nan')):.3f}** nats/token at the end (ln 50257 = 10.825 is a uniform guess) |
 | final training loss | {last.get('train_loss', float('nan')):.3f} (last batch) |
-| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s |
+| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s (validation and checkpoints included) |
+| MFU | {f'{used:.2f}' if used else 'not measured'}: {flops / 1e6:.1f} MFLOP per token (`training_flops_per_token`) x tokens/s over {peak / 1e9:.0f} GFLOP/s, this machine's fp32 GEMM peak measured after the run |
 | machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
+
+## Validation loss curve
+| step | tokens | wall (min) | training loss (last batch) | validation loss |
+|---|---|---|---|---|
+{curve}
 
 ## Corpus
 | file | sha256 |

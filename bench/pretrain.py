@@ -1,0 +1,302 @@
+"""Pretraining in the bench: the pocket loop's speed, and nanoGPT's CPU recipe side by side.
+
+- levers: tokens/s and MFU of `utils.train.pretrain.train_step` on the real workload (the
+  pocket shape, 256-token blocks of the corpus): the committed checkpoint's settings ("today"),
+  our defaults ("ours", PretrainConfig()), and ours with one lever changed at a time. A lever
+  is kept when ours measures faster than ours with it toggled. Each setting runs alone, one
+  after the other; a warm-up step (it allocates AdamW's moments, or compiles) is not timed.
+- race: nanoGPT's "baby GPT" CPU recipe (character level, 4 layers, 4 heads, 128 wide,
+  block 64, batch 12, dropout 0, AdamW lr 1e-3), written here, against the pocket recipe, each
+  for the same wall time, scored in bits per character on the same held-out text (the pocket
+  corpus's validation split).
+`python -m bench --only pretrain [--seconds S]`; notebook 04b and the README report it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from utils.data import corpus as pretrain_data
+from utils.evaluate.metrics import block_loss
+from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
+from utils.models.tokenizers import gpt2_tokenizer
+from utils.train.pretrain import (
+    PretrainConfig,
+    batch_rows,
+    make_optimizer,
+    new_pocket_model,
+    train_step,
+)
+
+# The loop the committed checkpoint was trained with (models/pocket-gpt2/history.json):
+# GPT2Config's dropout 0.1, bf16 autocast, torch's default (for-loop) AdamW on a CPU.
+TODAY = {"dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False, "compile": False,
+         "batch_size": 8}
+ALL_THREADS = None  # torch's default: one thread per core
+
+
+def lever_settings(ours: PretrainConfig) -> dict[str, tuple[dict, int | None]]:
+    """{name: (PretrainConfig changes from ours, threads)}: today, ours, one lever toggled each."""
+    half, double = max(1, ours.batch_size // 2), ours.batch_size * 2
+    return {
+        "today": (TODAY, ALL_THREADS),
+        "ours": ({}, ALL_THREADS),
+        "dropout": ({"dropout": 0.1 if ours.dropout == 0 else 0.0}, ALL_THREADS),
+        "bf16 autocast": ({"bf16": not ours.bf16}, ALL_THREADS),
+        "AdamW for-loop": ({"adamw": "for-loop"}, ALL_THREADS),
+        "AdamW foreach": ({"adamw": "foreach"}, ALL_THREADS),
+        "AdamW fused": ({"adamw": "fused"}, ALL_THREADS),
+        f"batch {half}": ({"batch_size": half}, ALL_THREADS),
+        f"batch {double}": ({"batch_size": double}, ALL_THREADS),
+        "chunked loss": ({"chunked_loss": not ours.chunked_loss}, ALL_THREADS),
+        "torch.compile": ({"compile": not ours.compile}, ALL_THREADS),
+        "1 thread": ({}, 1),
+    }
+
+
+# Why a lever is where it is, beyond its measured speed (the JSON carries these next to it).
+LEVER_NOTES = {
+    "dropout": "dropout > 0 in training keeps CPU SDPA off its fused kernel and adds masks; the "
+               "recommended run's regularisation is weight decay and the held-out loss (the sweep)",
+    "bf16 autocast": "this CPU has no native bf16 (AVX2 only, no AVX512-BF16/AMX): autocast converts "
+                     "every matmul's operands, and the weights and optimizer stay fp32 anyway",
+    "chunked loss": "computes the head's gradient inside the forward, 256 positions at a time; it "
+                    "saves memory (412 MB of logits at batch 8), which a 7M model does not need",
+    "torch.compile": "compiling costs minutes on 2 cores at every start and every new shape; "
+                     "the head's GEMMs, which it cannot speed up, are most of the step",
+    "1 thread": "one thread per core is torch's default; 1 thread measures what a busy machine gives",
+}
+
+
+def _with_threads(threads: int | None, fn):
+    """fn() with torch set to `threads` threads (None: leave the default), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_loop(cfg: PretrainConfig, train_blocks: torch.Tensor, tokenizer, steps: int) -> dict:
+    """Tokens/s of `steps` optimizer steps of the pretraining loop after one untimed warm-up step."""
+    torch.manual_seed(cfg.seed)
+    model = new_pocket_model(cfg, tokenizer).train()
+    runner = torch.compile(model) if cfg.compile else model
+    optimizer = make_optimizer(model, cfg)
+    batches = [train_blocks[batch_rows(step, len(train_blocks), cfg)] for step in range(steps + 1)]
+    start = time.perf_counter()
+    train_step(runner, optimizer, batches[0], cfg)  # AdamW's moments, compilation: not timed
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        loss = train_step(runner, optimizer, batch, cfg).item()  # .item() waits for the step
+    seconds = time.perf_counter() - start
+    tokens = steps * cfg.batch_size * cfg.block_size
+    return {"tokens_per_s": tokens / seconds, "step_s": seconds / steps, "warmup_s": warmup_s,
+            "loss": loss, "flops_per_token": training_flops_per_token(model, cfg.block_size)}
+
+
+def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int, peak: float,
+                only: tuple[str, ...] | None = None) -> dict:
+    """Each setting of lever_settings measured alone, one after the other; tokens/s and MFU."""
+    rows = {}
+    for name, (changes, threads) in lever_settings(ours).items():
+        if only is not None and name not in only:
+            continue
+        cfg = dataclasses.replace(ours, **changes)
+        if name != "ours" and cfg == ours and threads is ALL_THREADS:
+            continue  # the toggle is ours itself (e.g. "AdamW fused" when ours is fused)
+        row = _with_threads(threads, lambda cfg=cfg: measure_loop(cfg, train_blocks, tokenizer, steps))
+        row["mfu"] = mfu(row["flops_per_token"], row["tokens_per_s"], peak)
+        rows[name] = {"changes": changes, "threads": threads or torch.get_num_threads(), **row}
+    return rows
+
+
+def lever_verdicts(rows: dict) -> dict[str, str]:
+    """For each toggled lever: kept or dropped, by ours' tokens/s against ours with it toggled."""
+    ours = rows["ours"]["tokens_per_s"]
+    verdicts = {}
+    for name, row in rows.items():
+        if name in ("today", "ours"):
+            continue
+        ratio = ours / row["tokens_per_s"]
+        choice = "ours as is" if ratio >= 1 else "FASTER than ours: change the default"
+        verdicts[name] = (f"{choice}: ours {ours:,.0f} tok/s, with '{name}' toggled "
+                          f"{row['tokens_per_s']:,.0f} tok/s ({ratio:.2f}x)"
+                          + (f"; {LEVER_NOTES[name]}" if name in LEVER_NOTES else ""))
+    return verdicts
+
+
+# ---------------------------------------------------------------- nanoGPT's CPU recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class CharRecipe:
+    """nanoGPT's "baby GPT" on a CPU (its README; config/train_shakespeare_char.py + flags)."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    batch_size: int = 12
+    dropout: float = 0.0
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4  # train_shakespeare_char.py: learning_rate / 10
+    beta2: float = 0.99  # "make a bit bigger because number of tokens per iter is small"
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    reference_val_loss: float = 1.88  # nats/char after 2,000 iterations, ~3 min on a laptop
+
+
+WARMUP_FRACTION = 0.05  # nanoGPT: 100 warm-up iterations of 2,000; here 5% of the wall time
+
+
+def time_schedule(fraction: float, peak: float, floor: float) -> float:
+    """Learning rate at a fraction of the wall-time budget: linear warm-up, then cosine to floor.
+
+    Both recipes get the same budget in seconds, not in steps, so their schedules run on time.
+    """
+    if fraction < WARMUP_FRACTION:
+        return peak * max(fraction, 1e-3) / WARMUP_FRACTION
+    progress = min(1.0, (fraction - WARMUP_FRACTION) / (1 - WARMUP_FRACTION))
+    return floor + 0.5 * (1 + math.cos(math.pi * progress)) * (peak - floor)
+
+
+def char_texts() -> tuple[str, str]:
+    """(train, validation) text of the pocket corpus's split, each piece ending in a blank line.
+
+    The BPE stream ends each piece with EOS; the characters end it with "\\n\\n": the same
+    pieces, the same end marks, so both models are scored on the same held-out characters.
+    """
+    train, validation = pretrain_data.split_documents(pretrain_data.corpus_documents())
+    return tuple("".join(d.text + "\n\n" for d in docs) for docs in (train, validation))
+
+
+def char_model(recipe: CharRecipe, vocab_size: int) -> GPT2LMHeadModel:
+    """The baby GPT as a GPT2LMHeadModel (nanoGPT's GPT is GPT-2's block; it drops biases)."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=recipe.block_size, n_embd=recipe.n_embd,
+                        n_layer=recipe.n_layer, n_head=recipe.n_head, resid_pdrop=recipe.dropout,
+                        embd_pdrop=recipe.dropout, attn_pdrop=recipe.dropout)
+    return GPT2LMHeadModel(config)
+
+
+def char_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean nats per character of predicting y (x shifted by one) from x, as nanoGPT computes it."""
+    logits = model(input_ids=x).logits
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+
+@torch.no_grad()
+def char_val_loss(model, data: torch.Tensor, block: int, batch: int = 64) -> float:
+    """Mean nats per character over the whole held-out text, in non-overlapping windows of `block`."""
+    n = (len(data) - 1) // block
+    x, y = data[:n * block].view(n, block), data[1:n * block + 1].view(n, block)
+    model.eval()
+    total = sum(char_loss(model, x[i:i + batch], y[i:i + batch]).item() * len(x[i:i + batch])
+                for i in range(0, n, batch))
+    model.train()
+    return total / n
+
+
+def train_char(recipe: CharRecipe, seconds: float) -> dict:
+    """nanoGPT's recipe for `seconds` of wall time; its held-out loss in nats and bits per char."""
+    train_text, val_text = char_texts()
+    chars = sorted(set(train_text + val_text))  # nanoGPT's vocabulary: every character of the file
+    index = {c: i for i, c in enumerate(chars)}
+    train, val = (torch.tensor([index[c] for c in t]) for t in (train_text, val_text))
+    model = char_model(recipe, len(chars)).train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": [p for p in model.parameters() if p.dim() < 2],
+                                    "weight_decay": 0.0}], lr=recipe.learning_rate,
+                                  betas=(0.9, recipe.beta2))
+    generator = torch.Generator().manual_seed(0)
+    iterations, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for group in optimizer.param_groups:
+            group["lr"] = time_schedule(elapsed / seconds, recipe.learning_rate, recipe.min_lr)
+        offsets = torch.randint(len(train) - recipe.block_size - 1, (recipe.batch_size,), generator=generator)
+        x = torch.stack([train[i:i + recipe.block_size] for i in offsets])
+        y = torch.stack([train[i + 1:i + 1 + recipe.block_size] for i in offsets])
+        char_loss(model, x, y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iterations += 1
+    nats = char_val_loss(model, val, recipe.block_size)
+    return {"val_nats_per_char": nats, "bits_per_char": nats / math.log(2), "iterations": iterations,
+            "chars_seen": iterations * recipe.batch_size * recipe.block_size, "vocab": len(chars),
+            "parameters": sum(p.numel() for p in model.parameters()), "held_out_chars": len(val),
+            "recipe": dataclasses.asdict(recipe)}
+
+
+def train_pocket(cfg: PretrainConfig, seconds: float, tokenizer, blocks: dict) -> dict:
+    """The pocket recipe (PretrainConfig's loop) for `seconds`; held-out nats/token and bits/char."""
+    torch.manual_seed(cfg.seed)
+    model = new_pocket_model(cfg, tokenizer).train()
+    runner = torch.compile(model) if cfg.compile else model
+    optimizer = make_optimizer(model, cfg)
+    step, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for group in optimizer.param_groups:
+            group["lr"] = time_schedule(elapsed / seconds, cfg.learning_rate, cfg.learning_rate * cfg.min_lr_ratio)
+        train_step(runner, optimizer, blocks["train"][batch_rows(step, len(blocks["train"]), cfg)], cfg)
+        step += 1
+    nats = block_loss(model, blocks["validation"])
+    per_char = tokens_per_char(tokenizer)
+    return {"val_nats_per_token": nats, "tokens_per_char": per_char,
+            "bits_per_char": nats * per_char / math.log(2), "steps": step,
+            "tokens_seen": step * cfg.batch_size * cfg.block_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "config": dataclasses.asdict(cfg)}
+
+
+def tokens_per_char(tokenizer) -> float:
+    """GPT-2 BPE tokens per character of the held-out text (EOS for each piece's blank line)."""
+    _, validation = pretrain_data.split_documents(pretrain_data.corpus_documents())
+    tokens = len(pretrain_data.token_stream(validation, tokenizer))
+    return tokens / len(char_texts()[1])
+
+
+# ---------------------------------------------------------------- the bench entry
+
+
+def pretrain_bench(seconds: float = 180.0, steps: int = 4, ours: PretrainConfig | None = None,
+                   recipe: CharRecipe | None = None, only: tuple[str, ...] | None = None,
+                   tokenizer=None) -> dict:
+    """The `pretrain` section of `python -m bench`: levers, then the race at equal wall time.
+
+    `only` limits the levers to those names (None: all); seconds 0 skips the race.
+    """
+    ours = ours or PretrainConfig()
+    tokenizer = tokenizer or gpt2_tokenizer()
+    blocks = pretrain_data.pretraining_blocks(tokenizer, ours.block_size, seed=ours.seed)
+    peak = peak_gemm_flops()
+    rows = lever_table(ours, blocks["train"], tokenizer, steps, peak, only)
+    out = {"workload": {"n_layer": ours.n_layer, "n_embd": ours.n_embd, "block_size": ours.block_size,
+                        "timed_steps": steps, "threads": torch.get_num_threads(),
+                        "one_setting_at_a_time": True,
+                        # other processes' load: on a shared machine every number here is lower
+                        "load_average_1min_at_start": os.getloadavg()[0]},
+           "peak_gemm_gflops": peak / 1e9, "levers": rows, "verdicts": lever_verdicts(rows)}
+    if "today" in rows:
+        out.update(today_tokens_per_s=rows["today"]["tokens_per_s"], today_mfu=rows["today"]["mfu"],
+                   ours_tokens_per_s=rows["ours"]["tokens_per_s"], ours_mfu=rows["ours"]["mfu"],
+                   speedup=rows["ours"]["tokens_per_s"] / rows["today"]["tokens_per_s"])
+    if seconds > 0:
+        char = train_char(recipe or CharRecipe(), seconds)
+        pocket = train_pocket(ours, seconds, tokenizer, blocks)
+        out["race"] = {"seconds": seconds, "char": char, "pocket": pocket,
+                       "pocket_better": pocket["bits_per_char"] < char["bits_per_char"],
+                       "held_out": "the pocket corpus's validation split (utils/data/corpus.py)"}
+    return out

@@ -1,0 +1,84 @@
+"""bench/pretrain.py: the levers' wiring, the verdicts' and bits-per-character arithmetic, and
+the race on tiny budgets (timings are never asserted: they depend on the machine's load)."""
+
+import math
+
+import pytest
+
+from bench import cli as bench
+from bench import pretrain as pb
+from utils.data import corpus as pretrain_data
+from utils.train.pretrain import PretrainConfig
+
+SMALL = PretrainConfig(n_layer=1, n_embd=32, n_head=2, block_size=32, batch_size=4, warmup_steps=2)
+SMALL_CHARS = pb.CharRecipe(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4)
+
+
+def test_each_lever_changes_one_thing_from_ours():
+    ours = PretrainConfig()
+    for name, (changes, threads) in pb.lever_settings(ours).items():
+        if name == "today":
+            assert changes == pb.TODAY and PretrainConfig(**changes).bf16 is True
+        elif name == "1 thread":
+            assert (changes, threads) == ({}, 1)
+        elif name != "ours":
+            assert len(changes) == 1 and threads is pb.ALL_THREADS, name
+    assert {"dropout", "bf16 autocast", "AdamW foreach", "chunked loss", "torch.compile",
+            "batch 4", "batch 16"} <= set(pb.lever_settings(ours))
+
+
+def test_verdicts_compare_ours_with_each_toggle():
+    rows = {"today": {"tokens_per_s": 100.0}, "ours": {"tokens_per_s": 300.0},
+            "bf16 autocast": {"tokens_per_s": 60.0}, "batch 16": {"tokens_per_s": 400.0}}
+    verdicts = pb.lever_verdicts(rows)
+    assert set(verdicts) == {"bf16 autocast", "batch 16"}
+    assert verdicts["bf16 autocast"].startswith("ours as is") and "(5.00x)" in verdicts["bf16 autocast"]
+    assert "no native bf16" in verdicts["bf16 autocast"]  # the note travels with the number
+    assert verdicts["batch 16"].startswith("FASTER than ours") and "(0.75x)" in verdicts["batch 16"]
+
+
+def test_time_schedule_warms_up_then_decays_to_the_floor():
+    peak, floor = 1e-3, 1e-4
+    assert pb.time_schedule(pb.WARMUP_FRACTION / 2, peak, floor) == pytest.approx(peak / 2)
+    assert pb.time_schedule(pb.WARMUP_FRACTION, peak, floor) == pytest.approx(peak)
+    assert pb.time_schedule(1.0, peak, floor) == pytest.approx(floor)
+    later = [pb.time_schedule(f / 10, peak, floor) for f in range(1, 11)]
+    assert all(a >= b for a, b in zip(later, later[1:]))
+
+
+def test_both_recipes_see_the_same_held_out_characters(gpt2_tok):
+    train, val = pb.char_texts()
+    docs = pretrain_data.split_documents(pretrain_data.corpus_documents())[1]
+    assert val == "".join(d.text + "\n\n" for d in docs) and not set(val) - set(train + val)
+    tokens = len(pretrain_data.token_stream(docs, gpt2_tok))  # one EOS per piece
+    assert pb.tokens_per_char(gpt2_tok) == pytest.approx(tokens / len(val))
+    assert 0.2 < pb.tokens_per_char(gpt2_tok) < 0.4  # GPT-2 BPE: ~3 characters per token of English
+
+
+def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):
+    out = pb.pretrain_bench(seconds=1, steps=1, ours=SMALL, recipe=SMALL_CHARS,
+                            only=("today", "ours"), tokenizer=gpt2_tok)
+    assert set(out["levers"]) == {"today", "ours"} and out["verdicts"] == {}
+    peak = out["peak_gemm_gflops"] * 1e9
+    for row in out["levers"].values():
+        assert row["tokens_per_s"] > 0 and math.isfinite(row["loss"])
+        assert row["mfu"] == pytest.approx(row["flops_per_token"] * row["tokens_per_s"] / peak)
+    assert out["speedup"] == pytest.approx(out["ours_tokens_per_s"] / out["today_tokens_per_s"])
+    race = out["race"]
+    char, pocket = race["char"], race["pocket"]
+    assert char["iterations"] >= 1 and pocket["steps"] >= 1
+    assert char["bits_per_char"] == pytest.approx(char["val_nats_per_char"] / math.log(2))
+    assert pocket["bits_per_char"] == pytest.approx(
+        pocket["val_nats_per_token"] * pocket["tokens_per_char"] / math.log(2))
+    assert race["pocket_better"] == (pocket["bits_per_char"] < char["bits_per_char"])
+    assert char["val_nats_per_char"] < math.log(char["vocab"]) + 1  # near a uniform guess, not garbage
+
+
+def test_the_cli_entry_passes_its_options(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(pb, "pretrain_bench", lambda **kw: seen.update(kw) or {"ok": 1})
+    assert bench.main(["--only", "pretrain", "--seconds", "7", "--pretrain-steps", "2"]) == {
+        "pretrain": {"ok": 1}}
+    assert seen == {"seconds": 7.0, "steps": 2}
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "pretrain", "--seconds", "-1"])
