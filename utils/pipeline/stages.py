@@ -61,6 +61,8 @@ def stage_data(ctx: Context) -> None:
 def print_data_report(report: dict) -> None:
     """A short human-readable summary of prepare_data's report."""
     p, ins = report["poems"], report["instructions"]
+    for kind, paths in report.get("files_read", {}).items():
+        print(f"read {kind}: {', '.join(paths)}")
     print(f"poems: {p['rows_read']} read, {p['blank_rows_dropped']} blank rows, "
           f"{p['empty_poems_dropped']} empty and "
           f"{p['duplicates_dropped']} duplicates dropped, {p['rows_kept']} kept "
@@ -72,6 +74,7 @@ def print_data_report(report: dict) -> None:
     print(f"  duplicates removed: {ins['duplicates_removed']}")
     print(f"  over max_length={ins['max_length']} dropped: {ins['over_max_length_dropped']}")
     print(f"  no Assistant turn dropped: {ins['no_assistant_dropped']}")
+    print(f"  empty Assistant turn dropped: {ins.get('empty_assistant_dropped')}")
     print(f"instructions kept: {ins['rows_kept']}")
     print(f"contamination (stage-2 answers overlapping stage-1 poems): {report['contamination']}")
 
