@@ -109,7 +109,11 @@ def check_stages(names) -> list[str]:
             raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGE_NAMES)}")
     if not names:
         raise ValueError(f"no stage given; valid stages: {', '.join(STAGE_NAMES)}")
-    return names
+    ordered = [name for name in STAGE_NAMES if name in names]  # each once, in the pipeline's order
+    if ordered != names:
+        print(f"note: stages run in the pipeline's order: {','.join(ordered)} "
+              f"(given: {','.join(names)})")
+    return ordered
 
 
 # ---------------------------------------------------------------- dataclass <-> argparse
