@@ -45,7 +45,7 @@ def test_every_answer_gets_the_same_recorded_budget(gpt2_tok):
     class Model:  # only the context length matters here
         config = type("Config", (), {"n_positions": 256})()
 
-    prompts = ["short", "x " * 150]  # 150 tokens leave 106 of 256 for every answer
+    prompts = ["short", "x" + " x" * 149]  # 150 tokens leave 106 of 256 for every answer
     assert learning.answer_budget({"base": Model()}, gpt2_tok, prompts, 256) == 106
     assert learning.answer_budget({"base": Model()}, gpt2_tok, ["short"], 64) == 64
 
