@@ -1,10 +1,10 @@
 """Pretrain the pocket poet: a small GPT-2 with the real GPT-2 tokenizer, on public-domain verse.
 
 `python -m utils.train.pretrain` trains it from `data/pretrain/` with a fixed seed and writes
-`runs/pretrain/<date>-<time>/` (or `--out`; `--rebuild-pocket` replaces the committed
-`models/pocket-gpt2/`, never a run without that flag): fp16 safetensors, config, the loss history and a model card (corpus
+`runs/pretrain/<date>-<time>/` (or `--out`; only `--rebuild-pocket` writes the committed
+`models/pocket-gpt2/`): fp16 safetensors, config, the loss history and a model card (corpus
 sha256, steps, tokens, validation loss, wall time, tokens/s, machine). The `tiny` profile
-starts from that folder. The loop is the one notebook 04b writes out by hand: AdamW, warm-up
+starts from models/pocket-gpt2. The loop is the one notebook 04b writes out by hand: AdamW, warm-up
 then cosine, gradient clipping, periodic validation. A crash loses at most `eval_every` steps:
 `--resume` continues from the last checkpoint with the same data order and settings.
 utils/train/pretrain_guard.py checks the arguments and the output folder before the first step.
