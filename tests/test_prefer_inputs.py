@@ -62,9 +62,9 @@ def test_ratings_keep_hashes_so_regenerated_texts_are_not_trained_on(tmp_path):
     pairs, dropped = dpo.pairs_from_ratings(path, items, min_pairs=1)
     assert len(pairs) == 4 and dropped["text_changed"] == 0
     regenerated = _items(4, tag=" (new sample)")
-    with pytest.warns(UserWarning, match=r"4 rating\(s\) were made on texts that differ"):
-        with pytest.raises(ValueError, match=r"only 0 usable .*4 text_changed"):
-            dpo.pairs_from_ratings(path, regenerated, min_pairs=1)
+    with (pytest.warns(UserWarning, match=r"4 rating\(s\) were made on texts that differ"),
+          pytest.raises(ValueError, match=r"only 0 usable .*4 text_changed")):
+        dpo.pairs_from_ratings(path, regenerated, min_pairs=1)
 
 
 def test_items_are_matched_by_prompt_id_not_text(tmp_path):
