@@ -179,3 +179,138 @@ def test_instructions_without_any_assistant_turn_say_how_a_row_must_read():
     with pytest.raises(DataError, match=r"none of the 3 conversations in the instructions' train split "
                                         r"has an Assistant turn.*'User: <request>\\nAssistant: <poem>'"):
         prepare.prepare_instructions(rows, None, get_profile("tiny").data)  # refused before tokenizing
+
+
+# ---------------------------------------------------------------- issue 23: one clear line each
+
+
+def _one_line(capsys_or_text) -> None:
+    assert "\n" not in capsys_or_text and "Traceback" not in capsys_or_text
+
+
+def test_an_empty_split_or_poems_file_says_it_is_empty(tmp_path):
+    for name in ("train.jsonl", "train.csv", "PoetryFoundationData.csv", "train.parquet"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(DataError, match=rf"{name} is empty \(0 bytes\).*copy the file again") as error:
+            if name.startswith("Poetry"):
+                data_sources.read_poems_file(tmp_path / name)
+            else:
+                data_sources.read_instruction_files({"train": tmp_path / name})
+        _one_line(str(error.value))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its mode")
+def test_an_unreadable_file_or_folder_is_named_not_answered_with_copy_it_there(tmp_path):
+    poems = tmp_path / "PoetryFoundationData.csv"
+    poems.write_text("Title,Poem,Poet,Tags\nt,a line,p,x\n")
+    poems.chmod(0)
+    with pytest.raises(DataError, match=r"PoetryFoundationData\.csv cannot be read \(Permission denied\).*chmod"):
+        data_sources.read_poems_file(poems)
+    poems.chmod(0o644)
+    tmp_path.chmod(0o300)  # not listable
+    try:
+        with pytest.raises(DataError, match=r"cannot be read \(Permission denied\)") as error:
+            data_sources.find_poems_file(tmp_path, "PoetryFoundationData.csv")
+        assert "copy the" not in str(error.value)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_unreadable_file_as_root_is_still_named(tmp_path, monkeypatch):
+    """The same message where the test runs as root (chmod cannot lock root out): a raised EACCES."""
+    poems = tmp_path / "PoetryFoundationData.csv"
+    poems.write_text("Title,Poem,Poet,Tags\nt,a line,p,x\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"PoetryFoundationData\.csv cannot be read \(Permission denied\)"):
+        data_sources.read_poems_file(poems)
+    monkeypatch.undo()
+
+    def walk_denied(top, onerror=None, **kwargs):
+        onerror(PermissionError(13, "Permission denied", str(top)))
+        return iter(())
+    monkeypatch.setattr(data_sources.os, "walk", walk_denied)
+    with pytest.raises(DataError, match=r"cannot be read \(Permission denied\).*--data-dir") as error:
+        data_sources.find_poems_file(tmp_path, "PoetryFoundationData.csv")
+    assert "copy the" not in str(error.value)
+
+
+def test_a_semicolon_csv_is_named_as_such_not_as_an_unclosed_quote(tmp_path):
+    poems = tmp_path / "PoetryFoundationData.csv"
+    poems.write_text("Title;Poem;Poet;Tags\nt;a line, with a comma;p;x\n")
+    with pytest.raises(DataError, match=r"separates its fields with semicolons.*comma delimited") as error:
+        data_sources.read_poems_file(poems)
+    assert "quote" not in str(error.value)
+    train = tmp_path / "train.csv"
+    train.write_text('conversation;id\n"User: a\nAssistant: b";1\n')
+    with pytest.raises(DataError, match=r"train\.csv separates its fields with semicolons"):
+        data_sources.read_instruction_files({"train": train})
+
+
+def test_cli_ends_in_one_line_for_an_empty_split_and_a_semicolon_csv(tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "PoetryFoundationData.csv").write_text("Title,Poem,Poet,Tags\nt,a line,p,x\n")
+    for split in sources.SPLITS:
+        (copy / f"{split}.jsonl").write_text(json.dumps({"conversation": conversation(5)}) + "\n")
+    (copy / "train.jsonl").write_bytes(b"")
+    env = {**os.environ, "POET_RUNS_DIR": str(tmp_path / "runs")}
+    command = [sys.executable, "-m", "utils.pipeline", "--data-dir", str(copy), "--stages", "data"]
+    done = subprocess.run(command + ["--run-name", "a"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: {copy / 'train.jsonl'} is empty (0 bytes): "
+                                                "the copy or download may have failed; copy the file "
+                                                "again, or delete it if that split is elsewhere"]
+    (copy / "train.jsonl").write_text(json.dumps({"conversation": conversation(5)}) + "\n")
+    (copy / "PoetryFoundationData.csv").write_text("Title;Poem;Poet;Tags\nt;a line;p;x\n")
+    done = subprocess.run(command + ["--run-name", "b"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "separates its fields with semicolons" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_backup_beside_a_split_is_not_read_and_the_report_lists_the_files(tmp_path):
+    copy = hub_layout(tmp_path / "copy")
+    shards = copy / "poetry-instructions" / "data"
+    (shards / "train-00000-of-00001-0a1b2c3d4e5f6789.parquet").rename(shards / "train.parquet")
+    pd.read_parquet(shards / "train.parquet").to_parquet(shards / "train-old.parquet")
+    profile = get_profile("tiny").replace(data={"data_dir": copy})
+    with pytest.warns(UserWarning, match=r"not read, as no split's file name \(train-old\.parquet\)"):
+        files = data_sources.instruction_paths(profile)
+    assert [p.name for p in files["train"]] == ["train.parquet"]
+    from utils.models.tokenizers import gpt2_tokenizer
+
+    with pytest.warns(UserWarning, match="train-old"):
+        report = prepare.prepare_data(profile, gpt2_tokenizer()).report
+    assert report["instructions"]["rows_read"]["train"] == 12  # not 24
+    assert report["files_read"]["train"] == [str(shards / "train.parquet")]
+    assert report["files_read"]["poems"] == [str(copy / "Poetry-Foundation-Poems" / "PoetryFoundationData.csv")]
+
+
+def test_crlf_conversations_lose_their_carriage_returns_and_empty_answers_are_named():
+    prompt, answer = prepare.split_conversation("User: write\r\nAssistant: line one\r\nline two\r\n")
+    assert (prompt, answer) == ("User: write\nAssistant:", " line one\nline two")
+    reasons = {}
+    pairs, dropped = prepare.format_conversations(
+        ["User: a\nAssistant:  \n", "User: b", "User: c\nAssistant: d"], reasons)
+    assert dropped == 2 and reasons == {"no_assistant": 1, "empty_assistant": 1}
+    from datasets import Dataset
+
+    rows = {s: Dataset.from_dict({"conversation": ["User: write\nAssistant:   "] * 3})
+            for s in data_sources.SPLITS}
+    with pytest.raises(DataError, match=r"none of the 3 conversations in the instructions' train "
+                                        r"split has an answer: 3 have an empty Assistant turn, 0 have none"):
+        prepare.prepare_instructions(rows, None, get_profile("tiny").data)
+
+
+def test_dropping_every_contaminated_instruction_names_the_flag_not_an_unwritten_report():
+    with pytest.raises(DataError, match=r"--drop-contaminated instructions left the train split "
+                                        r"empty.*--drop-contaminated none or poems") as error:
+        prepare.check_left_after_drops(["a", "b"], {"train": [], "validation": [("p", "c")],
+                                                    "test": [("p", "c")]}, "instructions", {})
+    assert "data report" not in str(error.value)
+    with pytest.raises(DataError, match=r"--drop-contaminated poems left 0 poem"):
+        prepare.check_left_after_drops([], {}, "poems", {})

@@ -39,8 +39,8 @@ def test_pairs_from_ratings_keep_a_and_b_and_count_the_rest(tmp_path):
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [
         (f"{VERSE} 0", f"{PROSE} 0"), (f"{VERSE} 1", f"{PROSE} 1"), (f"{PROSE} 2", f"{VERSE} 2")]
     assert all(p["prompt"].startswith(PROMPT) and p["simulated"] is False for p in pairs)
-    assert dropped == {"tie": 1, "skip": 1, "text_not_in_items": 1, "identical_texts": 0,
-                       "corrupted_lines": 0}
+    assert dropped == {"tie": 1, "skip": 1, "text_not_in_items": 1, "text_changed": 0,
+                       "identical_texts": 0, "corrupted_lines": 0}
 
 
 def test_too_few_pairs_are_refused_naming_the_file_and_the_fix(tmp_path):
@@ -148,7 +148,7 @@ def test_prefer_stage_moves_the_property_without_collapse(tiny_full_run):
     pipeline.main(["--runs-dir", str(run.parent), "--run-name", run.name, "--resume",
                    "--num-samples", "1", "--stages", "prefer"])  # the fixture's settings
     metrics = registry.read_json(run / registry.METRICS)["preference"]
-    assert set(metrics) == {"pairs", "pairs_dropped", "simulated", "property", "property_before",
+    assert set(metrics) == {"config", "pairs", "pairs_dropped", "simulated", "property", "property_before",
                             "property_after", "distinct_2_before", "distinct_2_after",
                             "reward_accuracy"}
     assert metrics["simulated"] is True and metrics["pairs"] >= dpo.MIN_PAIRS
@@ -172,7 +172,7 @@ def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full
     assert options.STAGE_NAMES[-1] == "prefer" and "prefer" not in options.DEFAULT_STAGES
     seen = {}
 
-    def fake_prefer(model_dir, tokenizer, profile, output_dir, prompts, eval_prompts):
+    def fake_prefer(model_dir, tokenizer, profile, output_dir, prompts, eval_prompts, cfg=None):
         seen.update(model_dir=model_dir, output_dir=output_dir, prompts=len(prompts))
         return {"pairs": 3, "simulated": True}
 

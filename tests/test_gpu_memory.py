@@ -61,3 +61,20 @@ def test_load_model_checks_before_downloading(monkeypatch):
     with pytest.raises(GPUMemoryError, match="needs more GPU memory"):
         modeling.load_model("deepseek")
     assert downloads == []
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("TRUE", True), ("true", True),
+                                             ("0", False), ("False", False), ("", False)])
+def test_the_memory_switch_takes_only_documented_values(monkeypatch, value, expected):
+    from utils.env import env_flag
+
+    monkeypatch.setenv(gpu_memory.IGNORE_ENV, value)
+    assert env_flag(gpu_memory.IGNORE_ENV) is expected
+
+
+@pytest.mark.parametrize("value", ["no", "off", "yes", "2"])
+def test_an_undocumented_switch_value_is_refused_not_read_as_on(monkeypatch, value):
+    monkeypatch.setenv(gpu_memory.IGNORE_ENV, value)
+    with pytest.raises(ValueError, match=rf"{gpu_memory.IGNORE_ENV}='{value}' is not a switch "
+                                         r"value; set it to 1 or true \(on\), 0 or false \(off\)"):
+        check_gpu_memory("deepseek", card_bytes=T4)

@@ -41,6 +41,15 @@ def test_greedy_answers_stop_at_eos_and_respect_the_context(gpt2_tok):
     assert len(gpt2_tok(answers[1][0])["input_ids"]) <= 6
 
 
+def test_every_answer_gets_the_same_recorded_budget(gpt2_tok):
+    class Model:  # only the context length matters here
+        config = type("Config", (), {"n_positions": 256})()
+
+    prompts = ["short", "x" + " x" * 149]  # 150 tokens leave 106 of 256 for every answer
+    assert learning.answer_budget({"base": Model()}, gpt2_tok, prompts, 256) == 106
+    assert learning.answer_budget({"base": Model()}, gpt2_tok, ["short"], 64) == 64
+
+
 @pytest.fixture(scope="module")
 def learned(tiny_full_run):
     return registry.read_json(tiny_full_run.run_dir / registry.METRICS)["learning"]

@@ -70,7 +70,8 @@ def test_setup_cell_on_colab_clones_and_installs_without_torch(restore_cwd, tmp_
     calls = _on_colab(monkeypatch, tmp_path)
     exec(SETUP_CELL, {})
     clone, pip = calls
-    assert clone == ["git", "clone", "--depth", "1", COURSE_REPO, str(tmp_path / "poet-llm-course")]
+    # "--": a COURSE_REPO that begins with "--" (e.g. --upload-pack=...) stays a repository
+    assert clone == ["git", "clone", "--depth", "1", "--", COURSE_REPO, str(tmp_path / "poet-llm-course")]
     assert pip[1:5] == ["-m", "pip", "install", "-q"]
     installed = " ".join(pip[5:])
     assert "transformers>=5.22,<6" in installed and "peft" in installed

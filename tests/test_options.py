@@ -59,3 +59,10 @@ def test_bad_options_and_stages_are_clear_errors():
         check_stages(" , ")
     assert check_stages(["stage2", "evaluate"]) == check_stages("stage2, evaluate") == ["stage2", "evaluate"]
     assert tuple(stages.STAGES) == STAGE_NAMES
+
+
+def test_stages_run_in_pipeline_order_with_a_note(capsys):
+    assert check_stages("merge,stage1") == ["stage1", "merge"]
+    assert "note: stages run in the pipeline's order: stage1,merge (given: merge,stage1)" in capsys.readouterr().out
+    assert check_stages("prefer,data,data") == ["data", "prefer"]
+    assert check_stages("data,stage1") == ["data", "stage1"] and capsys.readouterr().out.count("note") == 1

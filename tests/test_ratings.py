@@ -31,7 +31,7 @@ def test_append_writes_header_once_and_fsyncs(tmp_path, monkeypatch):
     lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[0] + "\n" == HEADER
     assert len(lines) == 3 and len(calls) == 2
-    assert lines[2].endswith(",y,x,tie,tie")
+    assert lines[2].endswith(",y,x,tie,tie,,")  # no texts in these items: no hashes
 
 
 def test_prompt_with_newlines_stays_on_one_line(tmp_path):
@@ -50,7 +50,7 @@ def test_corrupted_lines_are_reported_and_skipped(tmp_path):
     path.write_bytes(b"\n".join(broken))
     with pytest.warns(UserWarning, match=r"skipped 3 corrupted line\(s\) \[3, 5, 6\]"):
         df = store.load_ratings(path)
-    assert df.attrs["skipped"] == {3: "4 fields instead of 8", 5: "unknown choice 'maybe'",
+    assert df.attrs["skipped"] == {3: "4 fields instead of 10", 5: "unknown choice 'maybe'",
                                    6: "not valid UTF-8"}
     assert list(df["choice"]) == ["a", "b"]
     table = win_rates(df)  # the analysis goes on with the good lines

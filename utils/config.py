@@ -193,10 +193,12 @@ def random_init(profile: "Profile") -> "Profile":
 
 
 def _jsonable(obj):
+    """Paths as strings; those inside the repository relative to it, so a run's config.json
+    still matches after the course folder is moved or cloned again (--resume, --from-run)."""
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, Path):
-        return str(obj)
+        return _short(obj)
     return obj
 
 

@@ -26,6 +26,25 @@ COLAB_SKIP = ("torch", "jupyterlab", "ipykernel", "ipywidgets", "pytest", "pytes
 COLAB_CONSTRAINTS = ("huggingface-hub<2",)
 
 
+FLAG_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """An on/off environment switch: 1/true or 0/false (any case); unset or empty: `default`.
+
+    Anything else is a ValueError naming the variable: `=no` or `=off` must not read as on
+    (a plain "is it set?" test would), nor `=yes` silently as off.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = FLAG_VALUES.get(raw.lower())
+    if value is None:
+        raise ValueError(f"environment variable {name}={raw!r} is not a switch value; set it to "
+                         "1 or true (on), 0 or false (off), or unset it")
+    return value
+
+
 def in_colab() -> bool:
     """True inside Google Colab (its kernel has the google.colab module)."""
     return "google.colab" in sys.modules

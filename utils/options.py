@@ -59,6 +59,14 @@ class RunOptions:
     drop_contaminated: str | None = _flag(
         None, "drop stage-1 poems or stage-2 rows that overlap the other dataset (default: none)",
         choices=CONTAMINATION_DROPS)
+    # Stage 3 (prefer, DPO) has its own settings (utils/prefer/dpo.py's PreferenceConfig):
+    # --max-steps and --learning-rate set stages 1 and 2 only.
+    prefer_max_steps: int | None = _flag(None, "prefer (DPO): optimizer steps (default: the "
+                                               "profile's PreferenceConfig)")
+    prefer_learning_rate: float | None = _flag(None, "prefer (DPO): learning rate (default: the "
+                                                     "profile's PreferenceConfig)")
+    prefer_beta: float | None = _flag(None, "prefer (DPO): beta, how strongly the tuned model is "
+                                            "held near the stage-2 model (default 0.1)")
 
     def __post_init__(self):
         if self.packing not in PACKING:
@@ -80,10 +88,16 @@ class RunOptions:
                                   ("drop_contaminated", self.drop_contaminated)) if v is not None}
         return profile.replace(data=data) if data else profile
 
+    def preference_changes(self) -> dict:
+        """The PreferenceConfig fields the prefer flags set ({} when none is given)."""
+        given = {"max_steps": self.prefer_max_steps, "learning_rate": self.prefer_learning_rate,
+                 "beta": self.prefer_beta}
+        return {k: v for k, v in given.items() if v is not None}
+
 
 # The smallest value each number may take; None: not given, the profile's value holds.
 MINIMA = {"epochs": 0.0, "learning_rate": 0.0, "max_steps": 1, "save_steps": 1, "max_rows": 1,
-          "num_samples": 0}
+          "num_samples": 0, "prefer_max_steps": 1, "prefer_learning_rate": 0.0, "prefer_beta": 0.0}
 
 
 def check_numbers(options: "RunOptions") -> None:
@@ -109,7 +123,11 @@ def check_stages(names) -> list[str]:
             raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGE_NAMES)}")
     if not names:
         raise ValueError(f"no stage given; valid stages: {', '.join(STAGE_NAMES)}")
-    return names
+    ordered = [name for name in STAGE_NAMES if name in names]  # each once, in the pipeline's order
+    if ordered != names:
+        print(f"note: stages run in the pipeline's order: {','.join(ordered)} "
+              f"(given: {','.join(names)})")
+    return ordered
 
 
 # ---------------------------------------------------------------- dataclass <-> argparse

@@ -1,7 +1,8 @@
 """Notebook conventions: the shared setup cell, a builder, and the checks the tests run.
 
 Every course notebook starts with SETUP_CELL (byte for byte), has a code cell tagged
-`parameters`, ends with exercises and takeaways, and is committed without outputs.
+`parameters`, ends with exercises and takeaways, and is committed without outputs. After a
+change to SETUP_CELL, `python -m utils.course.notebook` writes it into every notebook.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ while not (root / "utils" / "config.py").exists() and root != root.parent:
 if not (root / "utils" / "config.py").exists() and "google.colab" in sys.modules:
     root = Path(os.environ.get("POET_COLAB_DIR", "/content/poet-llm-course"))
     if not root.exists():
-        clone = subprocess.run(["git", "clone", "--depth", "1", COURSE_REPO, str(root)],
+        clone = subprocess.run(["git", "clone", "--depth", "1", "--", COURSE_REPO, str(root)],
                                capture_output=True, text=True)
         if clone.returncode != 0:
             raise RuntimeError(
@@ -95,3 +96,24 @@ def convention_problems(nb) -> list[str]:
     if prose < len(nb.cells) * 0.4:
         problems.append(f"only {prose} of {len(nb.cells)} cells are prose (aim for about half)")
     return problems
+
+
+def update_setup_cells(folder: str | Path | None = None) -> list[Path]:
+    """Write SETUP_CELL into the first code cell of every notebook in folder; the changed ones."""
+    import nbformat
+
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[2] / "notebooks"
+    changed = []
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        if first.source != SETUP_CELL:
+            first.source = SETUP_CELL
+            nbformat.write(nb, str(path))
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    for changed in update_setup_cells():
+        print(f"setup cell updated: {changed.name}")

@@ -47,7 +47,9 @@ def check_corpus(corpus_dir: Path = CORPUS_DIR) -> dict[str, str]:
         digest = sha256_of(path)
         if digest != expected:
             raise ValueError(f"{path} has sha256 {digest[:12]}..., expected {expected[:12]}...: "
-                             "the file was edited; restore it with git checkout data/pretrain/")
+                             "the file was edited or its line endings converted; restore it "
+                             "with `git checkout -- data/pretrain/` (the repository's "
+                             ".gitattributes keeps it byte-exact, whatever core.autocrlf says)")
         found[name] = digest
     return found
 

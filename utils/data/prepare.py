@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,8 +25,10 @@ from utils.data.sources import (
     POEM_COLUMNS,
     SPLITS,
     DataError,
-    load_instructions,
-    load_poems,
+    instruction_paths,
+    poems_path,
+    read_instruction_files,
+    read_poems_file,
     require_columns,
 )
 from utils.data.tokenize import filter_by_length
@@ -100,25 +103,37 @@ def split_conversation(text: str) -> tuple[str, str]:
     """
     if not isinstance(text, str):
         raise DataError(f"a conversation must be a string, got {type(text).__name__}")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # a Windows file: as the poems
     cut = text.find(ASSISTANT_MARK)
     if cut < 0:
         raise DataError(f"no '\\nAssistant:' turn in conversation starting {text[:60]!r}")
     end = cut + len(ASSISTANT_MARK)
     prompt, completion = text[:end], text[end:].rstrip()
     if not completion.strip():
-        raise DataError(f"empty Assistant turn in conversation starting {text[:60]!r}")
+        raise EmptyAssistantTurn(f"empty Assistant turn in conversation starting {text[:60]!r}")
     return prompt, completion
 
 
-def format_conversations(texts) -> tuple[list[tuple[str, str]], int]:
-    """(prompt, completion) pairs of every usable conversation, and how many were dropped."""
-    pairs, dropped = [], 0
+class EmptyAssistantTurn(DataError):
+    """A conversation whose 'Assistant:' turn holds nothing: there is no answer to learn."""
+
+
+def format_conversations(texts, reasons: dict | None = None) -> tuple[list[tuple[str, str]], int]:
+    """(prompt, completion) pairs of every usable conversation, and how many were dropped.
+
+    `reasons`, if given, is filled with the drops by cause: "no_assistant" and "empty_assistant".
+    """
+    pairs, counts = [], {"no_assistant": 0, "empty_assistant": 0}
     for text in texts:
         try:
             pairs.append(split_conversation(text))
+        except EmptyAssistantTurn:
+            counts["empty_assistant"] += 1
         except DataError:
-            dropped += 1
-    return pairs, dropped
+            counts["no_assistant"] += 1
+    if reasons is not None:
+        reasons.update(counts)
+    return pairs, sum(counts.values())
 
 
 # ---------------------------------------------------------------- splits and leakage
@@ -193,34 +208,72 @@ def prepare_data(profile: Profile | str | None, tokenizer, deduplicate: bool = T
     """Run the whole data-preparation flow of notebook 05 and `pipeline --stages data`."""
     profile = get_profile(profile)
     cfg = profile.data
-    poems, poem_report = clean_poems(load_poems(profile), source=cfg.poems_file)
+    poems_file, instruction_files = poems_path(profile), instruction_paths(profile)
+    poems, poem_report = clean_poems(read_poems_file(poems_file), source=cfg.poems_file)
     poem_texts = [poem_to_text(row) for _, row in poems.iterrows()]
-    raw = load_instructions(profile)
+    raw = read_instruction_files(instruction_files)
     splits, ins_report = prepare_instructions(raw, tokenizer, cfg, deduplicate)
     # Stage-2 answers that copy stage-1 poems flatter the stage-2 test loss: count them, and
     # drop one side if the profile asks (--drop-contaminated).
     contamination, matches = contamination_report(list(poems["poem"]), splits, cfg.contamination_ngram)
     poem_texts, splits, dropped = drop_contaminated(poem_texts, splits, matches, cfg.drop_contaminated)
     contamination.update(dropped=cfg.drop_contaminated, rows_dropped=dropped)
-    if not splits["train"]:
-        raise DataError("no training conversations left after cleaning; see the data report")
+    check_left_after_drops(poem_texts, splits, cfg.drop_contaminated, ins_report)
     ins_report["rows_kept"] = {s: len(splits[s]) for s in SPLITS}
     poem_train, poem_val = train_validation_split(poem_texts, cfg.validation_fraction, cfg.seed)
     report = {"poems": {**poem_report, "train": len(poem_train), "validation": len(poem_val)},
-              "instructions": ins_report, "contamination": contamination}
+              "instructions": ins_report, "contamination": contamination,
+              "files_read": {"poems": [shown_path(poems_file)],
+                             **{split: [shown_path(p) for p in paths]
+                                for split, paths in instruction_files.items()}}}
     return PreparedData({"train": poem_train, "validation": poem_val}, splits, report)
+
+
+def shown_path(path) -> str:
+    """A file as the data report shows it: relative to the repository when inside it."""
+    from utils.config import REPO_ROOT
+
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def check_left_after_drops(poem_texts: list, splits: dict, drop: str, ins_report: dict) -> None:
+    """DataError naming the split, why it is empty and the fix, when cleaning or
+    --drop-contaminated left nothing to train or score on (no data report is written then)."""
+    if drop == "poems" and len(poem_texts) < 2:
+        raise DataError(f"--drop-contaminated poems left {len(poem_texts)} poem(s): nearly every "
+                        "poem overlaps a stage-2 answer. Run with --drop-contaminated none or "
+                        "instructions, or use a poems file that does not repeat the instructions")
+    for split in SPLITS:
+        if splits[split]:
+            continue
+        if drop == "instructions":
+            raise DataError(f"--drop-contaminated instructions left the {split} split empty: every "
+                            "one of its answers overlaps a stage-1 poem. Run with "
+                            "--drop-contaminated none or poems, or use instruction files that do "
+                            "not repeat the poems")
+        if split == "train":
+            raise DataError(f"no training conversations left after cleaning "
+                            f"({ins_report['rows_read']['train']} read, duplicates removed "
+                            f"{ins_report['duplicates_removed']}, over max_length dropped "
+                            f"{ins_report['over_max_length_dropped']}); check the train split's file")
 
 
 def prepare_instructions(raw, tokenizer, cfg, deduplicate: bool = True) -> tuple[dict, dict]:
     """(train/validation/test pairs, report): format, leakage check, dedupe, 80/20, length filter."""
-    pairs, no_assistant = {}, {}
+    pairs, no_assistant, empty = {}, {}, {}
     for split in SPLITS:
-        pairs[split], no_assistant[split] = format_conversations(raw[split][CONVERSATION_COLUMN])
-        if not pairs[split] and no_assistant[split]:
+        reasons = {}
+        pairs[split], dropped = format_conversations(raw[split][CONVERSATION_COLUMN], reasons)
+        no_assistant[split], empty[split] = reasons["no_assistant"], reasons["empty_assistant"]
+        if not pairs[split] and dropped:
+            what = ("has an Assistant turn" if not empty[split] else
+                    f"has an answer: {empty[split]} have an empty Assistant turn, "
+                    f"{no_assistant[split]} have none")
             raise DataError(
-                f"none of the {no_assistant[split]} conversations in the instructions' {split} "
-                f"split has an Assistant turn; each '{CONVERSATION_COLUMN}' must read "
-                "'User: <request>\\nAssistant: <poem>' (the Assistant on a new line). "
+                f"none of the {dropped} conversations in the instructions' {split} split {what}; "
+                f"each '{CONVERSATION_COLUMN}' must read "
+                "'User: <request>\\nAssistant: <poem>' (the Assistant on a new line, then its poem). "
                 "Fix that split's file, or point the profile's instructions folder at another.")
     # Leakage is checked on the splits as shipped: the real train split repeats rows of the
     # validation and test splits, and a model tested on rows it trained on looks too good.
@@ -237,6 +290,7 @@ def prepare_instructions(raw, tokenizer, cfg, deduplicate: bool = True) -> tuple
         splits[split], too_long[split] = filter_by_length(splits[split], tokenizer, cfg.max_length)
     report = {"rows_read": {s: len(raw[s]) for s in SPLITS},
               "no_assistant_dropped": no_assistant,
+              "empty_assistant_dropped": empty,
               "leakage": leakage.to_dict(orient="records"),
               "duplicates_removed": removed,
               "over_max_length_dropped": too_long,

@@ -8,6 +8,9 @@ local folder, so both get the same cleaning and the same report. Introduced in n
 from __future__ import annotations
 
 import io
+import os
+import re
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -37,10 +40,24 @@ def data_format(path: str | Path) -> str:
     return kind
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """A data file's bytes; DataError naming the file when it cannot be read or holds nothing."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except (PermissionError, IsADirectoryError) as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}); give yourself read access "
+                        f"(e.g. `chmod u+r {path.name}`) or copy it to a folder you own") from None
+    if not raw.strip():
+        raise DataError(f"{path} is empty ({len(raw)} bytes): the copy or download may have "
+                        "failed; copy the file again, or delete it if that split is elsewhere")
+    return raw
+
+
 def read_text_file(path: str | Path) -> str:
     """A text file (CSV, JSON lines) as strict UTF-8, with an error that says how to fix it."""
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -52,6 +69,7 @@ def read_text_file(path: str | Path) -> str:
 def check_parquet(path: str | Path) -> None:
     """A parquet file starts and ends with the magic bytes PAR1; anything else is not one."""
     path = Path(path)
+    read_bytes(path)  # unreadable or 0 bytes: say so before the magic-byte check
     with open(path, "rb") as handle:
         head = handle.read(4)
         handle.seek(max(0, path.stat().st_size - 4))
@@ -92,14 +110,35 @@ def check_readable(path: str | Path) -> str:
     return kind
 
 
+def check_separator(path: str | Path, header: str) -> None:
+    """DataError for a CSV whose header is split by ';' or tabs (a European-locale Excel save)."""
+    for name, sep in (("semicolons (;)", ";"), ("tabs", "\t")):
+        if sep in header and "," not in header:
+            raise DataError(f"{path} separates its fields with {name}, not commas (header "
+                            f"{header[:60]!r}). Save it again as 'CSV UTF-8 (comma delimited)', "
+                            f"or convert it: pd.read_csv(path, sep={sep!r}).to_csv(path, index=False)")
+
+
 def read_csv_text(path: str | Path) -> pd.DataFrame:
-    """A CSV file as a frame; a parse error (e.g. an unclosed quote) names the file and the fix."""
+    """A CSV file as a frame; a parse error names the file, its likely cause and the fix."""
+    text = read_text_file(path)
+    check_separator(path, text.lstrip("\ufeff").split("\n", 1)[0])
     try:
-        return pd.read_csv(io.StringIO(read_text_file(path)), keep_default_na=True)
+        return pd.read_csv(io.StringIO(text), keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise DataError(f"{path} could not be read as CSV ({error}). A quote (\") opened in a "
-                        "field and never closed is the usual cause: open the file in a "
-                        "spreadsheet, fix that row and save it as CSV (UTF-8).") from None
+        raise DataError(f"{path} could not be read as CSV ({str(error).strip()}). "
+                        f"{csv_error_hint(str(error))}") from None
+
+
+def csv_error_hint(message: str) -> str:
+    """The fix for pandas' CSV error: an unclosed quote only where pandas says so."""
+    if "EOF inside string" in message or "EOF" in message and "quote" in message:
+        return ("A quote (\") opened in a field and never closed is the cause: open the file in "
+                "a spreadsheet, fix that row and save it as CSV (UTF-8).")
+    if "Expected" in message and "fields" in message:
+        return ("A row has more fields than the header: a comma inside a field that is not "
+                "quoted, usually. Quote that field, or fix the row, and save it as CSV (UTF-8).")
+    return "Open it in a spreadsheet, check the row named above and save it as CSV (UTF-8)."
 
 
 def require_columns(columns, required, source) -> None:
@@ -142,6 +181,9 @@ def read_instruction_files(files: dict) -> "datasets.DatasetDict":  # noqa: F821
     for split, paths in files.items():
         paths = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
         kinds = {check_readable(p) for p in paths}
+        for path in paths:  # datasets would read a ';' file as one column and blame the schema
+            if path.suffix.lower() == ".csv":
+                check_separator(path, read_text_file(path).lstrip("\ufeff").split("\n", 1)[0])
         if len(kinds) > 1:
             raise DataError(f"split {split!r} mixes file types {sorted(kinds)}: {paths}; use one")
         try:
@@ -163,7 +205,21 @@ load_instruction_files = read_instruction_files  # the older name
 
 
 def _data_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Every visible file under folder; DataError naming a folder that cannot be listed (a
+    folder without read permission would otherwise look empty, and be answered 'copy it there')."""
+    def unreadable(error: OSError):
+        if isinstance(error, FileNotFoundError):
+            raise DataError(f"{error.filename} does not exist; check --data-dir (the folder "
+                            "holding both datasets' files)") from None
+        raise DataError(f"{error.filename} cannot be read ({error.strerror}); give yourself read "
+                        f"access (e.g. `chmod -R u+rX {error.filename}`) or point --data-dir at a "
+                        "copy you own") from None
+
+    found = []
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root) / n for n in names if not n.startswith(".")]
+    return sorted(found)
 
 
 def find_poems_file(folder: str | Path, poems_file: str) -> Path:
@@ -184,21 +240,36 @@ def find_poems_file(folder: str | Path, poems_file: str) -> Path:
 def _split_of(path: Path) -> str | None:
     # Hub layouts: data/train-00000-of-00001-<hash>.parquet, default/train/0000.parquet;
     # the sample's: poetry-instructions/train.jsonl.
+    # One pattern per layout, so a backup beside them (train-old.jsonl, train copy.jsonl) is
+    # never read as a second half of the split.
     name = path.stem.lower()
     for split in SPLITS:
-        if name == split or name.startswith(split + "-") or path.parent.name.lower() == split:
+        if name == split or re.fullmatch(rf"{split}-\d+-of-\d+(-[0-9a-f]+)?", name):
+            return split
+        if path.parent.name.lower() == split and name.isdigit():
             return split
     return None
+
+
+def _looks_like_a_split(path: Path) -> bool:
+    return any(path.stem.lower().startswith(split) for split in SPLITS)
 
 
 def find_instruction_files(folder: str | Path, exclude: Path | None = None) -> dict[str, list[Path]]:
     """{split: files} of the instruction splits in a folder (hub or sample layout), or DataError."""
     folder = Path(folder)
     files: dict[str, list[Path]] = {}
+    ignored = []
     for path in _data_files(folder):
         split = _split_of(path)
         if split and path != exclude and path.suffix.lower() not in (".md", ".txt"):
             files.setdefault(split, []).append(path)
+        elif path != exclude and _looks_like_a_split(path) and path.suffix.lower() in FORMATS:
+            ignored.append(path.name)
+    if ignored:
+        warnings.warn(f"{folder}: not read, as no split's file name ({', '.join(ignored)}); a "
+                      "split is read from <split>.<ext> or <split>-00000-of-00001.<ext> only",
+                      stacklevel=2)
     for paths in files.values():
         for path in paths:
             data_format(path)  # a train.xlsx gets an error naming the supported types
@@ -225,21 +296,31 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
                                   + " Or pass --data-dir with local copies of both datasets.") from error
 
 
-def load_poems(profile: Profile | str | None = None) -> pd.DataFrame:
-    """Raw poems of a profile: data/sample, a local --data-dir copy, or the hub's CSV."""
+def poems_path(profile: Profile | str | None = None) -> Path:
+    """The poems file a profile reads: in data/sample, a local --data-dir copy, or the hub's."""
     data = get_profile(profile).data
     folder, _ = data_folders_for("poems", data)
-    return read_poems_file(find_poems_file(folder, data.poems_file))
+    return find_poems_file(folder, data.poems_file)
 
 
-def load_instructions(profile: Profile | str | None = None):
-    """Poetry instructions as a datasets.DatasetDict (train/validation/test, `conversation`)."""
+def instruction_paths(profile: Profile | str | None = None) -> dict[str, list[Path]]:
+    """{split: files} a profile reads its instructions from (the data report lists them)."""
     data = get_profile(profile).data
     folder, poems_folder = data_folders_for("instructions", data)
     exclude = None
     if folder == poems_folder:  # one folder holds both: never read the poems file as a split
         exclude = find_poems_file(folder, data.poems_file)
-    return read_instruction_files(find_instruction_files(folder, exclude))
+    return find_instruction_files(folder, exclude)
+
+
+def load_poems(profile: Profile | str | None = None) -> pd.DataFrame:
+    """Raw poems of a profile: data/sample, a local --data-dir copy, or the hub's CSV."""
+    return read_poems_file(poems_path(profile))
+
+
+def load_instructions(profile: Profile | str | None = None):
+    """Poetry instructions as a datasets.DatasetDict (train/validation/test, `conversation`)."""
+    return read_instruction_files(instruction_paths(profile))
 
 
 def data_folders_for(which: str, data: DataConfig) -> tuple[Path, Path | None]:

@@ -79,28 +79,40 @@ def pocket_val_loss(model, tokenizer) -> float:
     return block_loss(model, blocks)
 
 
+def answer_budget(models: dict, tokenizer, prompts, max_new_tokens: int) -> int:
+    """New tokens every greedy answer gets: max_new_tokens, or less where the longest prompt
+    leaves less room in the context. One budget for all, so an answer's length and whether it
+    reached EOS measure the model, not how long the other prompts of its batch were (a 256-token
+    context with a 150-token prompt in the batch left 106 tokens for every row of that batch)."""
+    longest = max((len(tokenizer(p)["input_ids"]) for p in prompts), default=0)
+    context = min((context_length(m) for m in models.values()), default=longest + max_new_tokens)
+    return max(1, min(max_new_tokens, context - longest))
+
+
 def learning_report(models: dict, tokenizer, prepared, profile) -> dict:
     """metrics.json["learning"] for the models a run has ({'base', 'stage1', 'stage2'}: model).
 
     Poem loss on the held-out sample poems (stage 1's task), completion loss on the test split
     (stage 2's task), and greedy answers of base and stage 2 to the test prompts, with the
-    profile's repetition penalty and a budget of the profile's max_length tokens.
+    profile's repetition penalty and one budget of new tokens for every answer (answer_budget:
+    max_length, less where the longest prompt leaves less room; recorded as max_new_tokens).
     """
     block = profile.data.max_length
     poems = lm_blocks(prepared.poems["validation"], tokenizer, block)[0]
     pairs = prepared.instructions["test"]
     prompts = [prompt for prompt, _ in pairs]
+    budget = answer_budget(models, tokenizer, prompts, block)
     report = {"poem_loss": {}, "completion_loss": {}, "eos_rate": {}, "user_turn_rate": {},
               "answer_tokens": {},
               "n_poem_blocks": len(poems), "n_test_prompts": len(prompts),
-              "max_new_tokens": block, "repetition_penalty": profile.decode.repetition_penalty}
+              "max_new_tokens": budget, "repetition_penalty": profile.decode.repetition_penalty}
     if profile.model.pretrained_dir and "base" in models:
         report["pocket_val_loss"] = pocket_val_loss(models["base"], tokenizer)
     for name, model in models.items():
         report["poem_loss"][name] = block_loss(model, poems)
         report["completion_loss"][name] = completion_loss_on_pairs(model, tokenizer, pairs, block)[0]
         if name in ("base", "stage2"):
-            answers = greedy_answers(model, tokenizer, prompts, block,
+            answers = greedy_answers(model, tokenizer, prompts, budget,
                                      profile.decode.repetition_penalty)
             rates = response_rates(answers)
             report["eos_rate"][name] = rates["eos_rate"]

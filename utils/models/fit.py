@@ -9,11 +9,11 @@ Introduced in notebook 11; called by `modeling.load_model` before `from_pretrain
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import torch
 
 from utils.config import Profile, get_profile
+from utils.env import env_flag
 from utils.models.memory import (
     FIT_FRACTION,
     GB,
@@ -23,7 +23,7 @@ from utils.models.memory import (
     parameter_counts,
 )
 
-IGNORE_ENV = "POET_IGNORE_MEMORY_CHECK"  # set to 1 to go on although the estimate does not fit
+IGNORE_ENV = "POET_IGNORE_MEMORY_CHECK"  # 1/true: go on although the estimate does not fit
 # Hub ids the calculator knows offline (utils.models.loading.REFERENCE_CONFIGS).
 REFERENCE_MODELS = {"openai-community/gpt2": "gpt2", "gpt2": "gpt2",
                     "deepseek-ai/deepseek-coder-1.3b-base": "deepseek-coder-1.3b"}
@@ -102,7 +102,7 @@ def check_gpu_memory(profile: Profile | str | None = None, card_bytes: int | Non
                f"({usable / GB:.1f} GiB usable of {card_bytes / GB:.1f} GiB; "
                f"{FIT_FRACTION:.0%} leaves room for the CUDA context):\n" + "\n".join(lines)
                + "\nOptions:\n" + "\n".join(f"  - {o}" for o in options(profile, config)))
-    if ignore if ignore is not None else os.environ.get(IGNORE_ENV, "") not in ("", "0"):
+    if ignore if ignore is not None else env_flag(IGNORE_ENV):
         print("warning: " + message + f"\n{IGNORE_ENV} is set: going on.")
         return estimates
     raise GPUMemoryError(message)

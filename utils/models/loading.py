@@ -142,7 +142,7 @@ def load_local_base(folder, dtype: torch.dtype | None = None):
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"the tiny profile's pretrained base is missing: no model.safetensors in {folder}. "
-            "Restore it with `git checkout models/`, retrain it with `python -m utils.train.pretrain` "
+            "Restore it with `git checkout models/`, retrain it with `python -m utils.train.pretrain --rebuild-pocket` "
             "(about 35 minutes on 2 CPU cores), or use random init: config.random_init(profile)")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32,
                                                  use_safetensors=True)

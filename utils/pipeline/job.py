@@ -35,7 +35,7 @@ from utils.options import (
 from utils.pipeline.context import Context, Inputs
 from utils.pipeline.stages import MAIN_ONLY, STAGES, check_inputs
 from utils.runs import guard as run_guard
-from utils.runs import registry
+from utils.runs import registry, stale
 from utils.train.loss_guards import NonFiniteLossError
 
 
@@ -59,9 +59,10 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
         except OSError as error:  # read-only folder, name too long, full disk: say which
             raise storage_error(error, run_dir) from error
         try:
-            start_run_dir(run_dir, profile, options, changes)
+            start_run_dir(run_dir, profile, options, changes, stages)
             if not (run_dir / registry.CONFIG).exists() or not options.resume:
-                extra = {"command": command} if command else {"options": dataclasses.asdict(options)}
+                # the options always: --resume compares those that change results (run_guard)
+                extra = {"options": dataclasses.asdict(options), **({"command": command} if command else {})}
                 registry.write_config(run_dir, profile, stages=stages, world_size=world, **extra,
                                       **config_extra)
         except BaseException:
@@ -92,7 +93,8 @@ def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages, owne
         source = registry.find_run(options.from_run, run_dir.parent)  # fail now, not after stage 1
         run_guard.check_from_run(source, profile)
     if options.resume:
-        return run_guard.check_resume(run_dir, profile, options.allow_changed_settings)
+        return run_guard.check_resume(run_dir, profile, options.allow_changed_settings,
+                                      dataclasses.asdict(options))
     if options.overwrite:
         run_guard.check_overwrite(run_dir, source, owner)
     elif not run_guard.is_leftover(run_dir):
@@ -100,10 +102,13 @@ def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages, owne
     return {}
 
 
-def start_run_dir(run_dir: Path, profile: Profile, options: RunOptions, changes: dict) -> None:
-    """Empty the folder for --overwrite or a failed start's leftovers; record --resume's changes."""
+def start_run_dir(run_dir: Path, profile: Profile, options: RunOptions, changes: dict,
+                  stages=()) -> None:
+    """Empty the folder for --overwrite or a failed start's leftovers; record --resume's changes
+    and drop the outputs the stages about to run make stale (utils/runs/stale.py)."""
     if options.resume:
-        run_guard.record_resume(run_dir, profile, changes)
+        run_guard.record_resume(run_dir, profile, changes, dataclasses.asdict(options))
+        stale.invalidate_downstream(run_dir, stages, data_changed=bool(changes))
     elif options.overwrite or run_guard.is_leftover(run_dir):
         if run_guard.is_leftover(run_dir) and not options.overwrite:
             print(f"note: {run_dir} holds only the config of a run that failed before training; "

@@ -9,6 +9,7 @@ to the next through `ctx.models`. utils/pipeline/job.py runs them in order.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,13 +23,14 @@ from utils.evaluate.evaluation import EVAL_MAX_EXAMPLES, evaluate_model, split_l
 from utils.evaluate.learning import learning_report
 from utils.evaluate.metrics import perplexity_from_loss
 from utils.generate.batched import generate_texts
-from utils.models.files import building
+from utils.models.files import building, folder_problem
 from utils.models.loading import load_model
 from utils.models.lora import apply_lora, merge_lora, trainable_parameter_line
 from utils.models.shapes import count_parameters
 from utils.options import STAGE_NAMES
 from utils.pipeline.context import Context
 from utils.pipeline.models import (
+    broken_folder,
     final_model,
     learning_models,
     load_adapter_model,
@@ -61,6 +63,8 @@ def stage_data(ctx: Context) -> None:
 def print_data_report(report: dict) -> None:
     """A short human-readable summary of prepare_data's report."""
     p, ins = report["poems"], report["instructions"]
+    for kind, paths in report.get("files_read", {}).items():
+        print(f"read {kind}: {', '.join(paths)}")
     print(f"poems: {p['rows_read']} read, {p['blank_rows_dropped']} blank rows, "
           f"{p['empty_poems_dropped']} empty and "
           f"{p['duplicates_dropped']} duplicates dropped, {p['rows_kept']} kept "
@@ -72,6 +76,7 @@ def print_data_report(report: dict) -> None:
     print(f"  duplicates removed: {ins['duplicates_removed']}")
     print(f"  over max_length={ins['max_length']} dropped: {ins['over_max_length_dropped']}")
     print(f"  no Assistant turn dropped: {ins['no_assistant_dropped']}")
+    print(f"  empty Assistant turn dropped: {ins.get('empty_assistant_dropped')}")
     print(f"instructions kept: {ins['rows_kept']}")
     print(f"contamination (stage-2 answers overlapping stage-1 poems): {report['contamination']}")
 
@@ -230,12 +235,27 @@ def stage_prefer(ctx: Context) -> None:
     if not (source / "config.json").exists():
         raise registry.RunNotFoundError(
             f"stage 3 starts from stage 2, and {source} is missing: run the stages up to stage2 "
-            f"first (`python -m utils.pipeline --run-name {ctx.run_dir.name} --stages ...,prefer`)")
+            f"first (`python -m utils.pipeline --run-name {ctx.run_dir.name} --resume --stages "
+            "data,stage1,merge,stage2,prefer` plus the flags the run was started with)")
+    if problem := folder_problem(source):
+        raise broken_folder(source, problem, ctx.run_dir, "stage2")
+    cfg = preference_config(ctx.profile, **ctx.options.preference_changes())
+    note_pipeline_flags(ctx.options, cfg)
     instructions = ctx.data().instructions
     metrics = prefer_stage(source, ctx.tokenizer(), ctx.profile, ctx.run_dir / registry.STAGE3_MODEL,
                            prompts=[p for p, _ in instructions["train"]],
-                           eval_prompts=[p for p, _ in instructions["test"]])
+                           eval_prompts=[p for p, _ in instructions["test"]], cfg=cfg)
     registry.update_metrics(ctx.run_dir, "preference", metrics)
+
+
+def note_pipeline_flags(options, cfg: PreferenceConfig) -> None:
+    """Say that --max-steps, --learning-rate and --epochs do not reach DPO, and what it uses."""
+    given = [flag for flag, value in (("--max-steps", options.max_steps), ("--epochs", options.epochs),
+                                      ("--learning-rate", options.learning_rate)) if value is not None]
+    if given:
+        print(f"note: {', '.join(given)} set stages 1 and 2; prefer (DPO) trains with its own "
+              f"settings: max_steps {cfg.max_steps}, learning_rate {cfg.learning_rate:g}, beta "
+              f"{cfg.beta:g} (--prefer-max-steps, --prefer-learning-rate, --prefer-beta)")
 
 
 STAGES = {"data": stage_data, "stage1": stage_stage1, "merge": stage_merge,
@@ -303,7 +323,7 @@ def prefer_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompt
                                                 cfg.samples_per_prompt, seed=cfg.seed + 1)
         pairs, dropped = scripted_rater.scripted_pairs(prompts, answers, prop,
                                                        cfg.max_pairs_per_prompt, seed=cfg.seed)
-        check_enough_pairs(pairs, scripted_rater.RATER_NAME, cfg.min_pairs, dropped)
+        check_enough_pairs(pairs, scripted_rater.RATER_NAME, cfg.min_pairs, dropped, simulated=True)
     else:
         pairs, dropped = pairs_from_ratings(ratings, items, cfg.min_pairs)
     simulated = any(p["simulated"] for p in pairs)
@@ -314,9 +334,8 @@ def prefer_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompt
     result = train_dpo(trainer)
     tuned = trainer.model.merge_and_unload() if cfg.lora else trainer.model
     after = scripted_rater.measure(tuned, tokenizer, eval_prompts, **measure)
-    tuned.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    metrics = {"pairs": len(pairs), "pairs_dropped": sum(dropped.values()), "simulated": simulated,
+    save_model_folder(tuned, tokenizer, output_dir)
+    metrics = {"config": dataclasses.asdict(cfg), "pairs": len(pairs), "pairs_dropped": sum(dropped.values()), "simulated": simulated,
                "property": scripted_rater.get_property(prop).name,
                "property_before": before["property"], "property_after": after["property"],
                "distinct_2_before": before["distinct_2"], "distinct_2_after": after["distinct_2"],
@@ -324,3 +343,10 @@ def prefer_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompt
     say("{property}: {property_before:.3f} -> {property_after:.3f}; distinct-2 {distinct_2_before:.3f} "
         "-> {distinct_2_after:.3f}; held-out reward accuracy {reward_accuracy:.3f}".format(**metrics))
     return metrics
+
+
+def save_model_folder(model, tokenizer, folder) -> None:
+    """Save a model and its tokenizer whole or not at all; a full disk is a StorageError."""
+    with building(folder) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)

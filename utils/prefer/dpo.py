@@ -11,16 +11,30 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
 from utils.config import Profile, get_profile
 from utils.env import pick_device, set_seed
-from utils.prefer.ratings import load_ratings
+from utils.prefer.ratings import (
+    changed_since_rated,
+    ratings_table,
+    warn_contradictions,
+    warn_if_changed,
+)
+from utils.prefer.scripted_rater import RATER_NAME
+from utils.train.loss_guards import (
+    DivergedLossError,
+    DivergenceCallback,
+    NonFiniteLossCallback,
+    NonFiniteLossError,
+)
 from utils.train.savers import checkpointing_argument
 from utils.train.trainer import precision_flags
 
@@ -49,10 +63,30 @@ class PreferenceConfig:
     eval_samples_per_prompt: int = 4  # answers per test prompt to measure the property
 
     def __post_init__(self):
-        if self.beta <= 0 or self.learning_rate <= 0:
-            raise ValueError(f"beta and learning_rate must be > 0, got {self.beta}, {self.learning_rate}")
+        for name, low in PREFERENCE_MINIMA.items():
+            _check_number(name, getattr(self, name), low)
+        if self.max_steps != -1:
+            _check_number("max_steps", self.max_steps, 1)
+        if self.max_prompts is not None:
+            _check_number("max_prompts", self.max_prompts, 1)
         if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+            raise ValueError(f"PreferenceConfig.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+
+
+# The smallest value of each number (a float: the bound itself is refused; max_steps is -1 or >= 1).
+PREFERENCE_MINIMA = {"beta": 0.0, "learning_rate": 0.0, "num_train_epochs": 0.0,
+                     "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+                     "max_length": 2, "logging_steps": 1, "min_pairs": 1,
+                     "samples_per_prompt": 2, "max_pairs_per_prompt": 1, "eval_samples_per_prompt": 1}
+
+
+def _check_number(name: str, value, low) -> None:
+    """ValueError naming the PreferenceConfig field for NaN, infinity, a non-number or too small."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"PreferenceConfig.{name} must be a finite number, got {value!r}")
+    if value < low or (isinstance(low, float) and value == low):
+        bound = f"above {low:g}" if isinstance(low, float) else f"at least {low}"
+        raise ValueError(f"PreferenceConfig.{name} must be {bound}, got {value!r}")
 
 
 # Tiny: measured 2026-12-04 on 2 cores, short_lines 0.42 -> 0.83 in 101 s (24 steps at 5e-5:
@@ -80,47 +114,63 @@ def preference_config(profile: Profile | str | None = None, **changes) -> Prefer
 # ---------------------------------------------------------------- pairs from clicks
 
 
-def check_enough_pairs(pairs, source: str, min_pairs: int = MIN_PAIRS, dropped=None) -> None:
-    """ValueError naming the source, the count and what to do when there are too few pairs."""
+def check_enough_pairs(pairs, source: str, min_pairs: int = MIN_PAIRS, dropped=None,
+                       simulated: bool | None = None) -> None:
+    """ValueError naming the source, the count and what to do when there are too few pairs.
+
+    `simulated` (default: the source is the scripted rater) gives the scripted rater's fix,
+    not "rate more pairs", which no one can do for it.
+    """
     if len(pairs) >= min_pairs:
         return
     why = ", ".join(f"{n} {reason}" for reason, n in (dropped or {}).items() if n) or "none"
-    raise ValueError(
-        f"{source}: only {len(pairs)} usable preference pair(s) (dropped: {why}); DPO needs at "
-        f"least {min_pairs}. Rate more pairs in notebook 09 (A or B clicks; ties and skips carry "
-        "no preference), or use the scripted rater (utils.prefer.scripted_rater) for a SIMULATED run.")
+    simulated = source == RATER_NAME if simulated is None else simulated
+    fix = ("Give it more to compare: raise max_prompts or samples_per_prompt of the "
+           "PreferenceConfig, or start from a model whose answers differ more (a longer stage 2)"
+           if simulated else
+           "Rate more pairs in notebook 09 (A or B clicks; ties and skips carry no preference), "
+           "or use the scripted rater (utils.prefer.scripted_rater) for a SIMULATED run.")
+    raise ValueError(f"{source}: only {len(pairs)} usable preference pair(s) (dropped: {why}); "
+                     f"DPO needs at least {min_pairs}. {fix}")
 
 
 def pairs_from_ratings(ratings, items, min_pairs: int = MIN_PAIRS) -> tuple[list[dict], dict]:
     """(pairs, dropped) from a preferences.csv (or its loaded table) and the rated items. Notebook 12.
 
-    The file stores who won, not the texts: `items` ({prompt, outputs: {system: text}}, as given
-    to the rater) supply them, matched on the prompt and the system. Ties and skips carry no
-    preference and are dropped, as are clicks whose texts are not in `items` and pairs of two
-    identical texts; `dropped` counts each reason.
+    `items` ({prompt_id, prompt, outputs: {system: text}}, as given to the rater) supply the
+    texts, matched on the prompt id and the system. Ties and skips carry no preference and are
+    dropped, as are clicks whose texts are not in `items`, texts that changed since they were
+    rated (the stored hash differs: samples regenerated), and pairs of two identical texts;
+    `dropped` counts each reason. Raters who contradict each other are reported in a warning.
     """
-    is_table = hasattr(ratings, "itertuples")
-    source = "the ratings table" if is_table else str(ratings)
-    table = ratings if is_table else load_ratings(ratings)
-    texts = {(item["prompt"], system): text for item in items
+    from utils.prefer.items import validate_items
+
+    table, source = ratings_table(ratings)
+    texts = {(item["prompt_id"], system): text for item in validate_items(items)
              for system, text in item["outputs"].items()}
-    pairs = []
-    dropped = {"tie": 0, "skip": 0, "text_not_in_items": 0, "identical_texts": 0,
-               "corrupted_lines": len(table.attrs.get("skipped", {}))}
+    pairs, seen = [], {}
+    dropped = {"tie": 0, "skip": 0, "text_not_in_items": 0, "text_changed": 0,
+               "identical_texts": 0, "corrupted_lines": len(table.attrs.get("skipped", {}))}
     for row in table.itertuples(index=False):
         if row.choice in ("tie", "skip"):
             dropped[row.choice] += 1
             continue
         loser = row.system_b if row.winner == row.system_a else row.system_a
-        chosen, rejected = texts.get((row.prompt, row.winner)), texts.get((row.prompt, loser))
+        chosen, rejected = texts.get((row.prompt_id, row.winner)), texts.get((row.prompt_id, loser))
         if chosen is None or rejected is None:
             dropped["text_not_in_items"] += 1
+        elif changed_since_rated(row, texts):
+            dropped["text_changed"] += 1
         elif chosen == rejected:
             dropped["identical_texts"] += 1
         else:
-            pairs.append({"prompt": row.prompt, "chosen": chosen, "rejected": rejected,
-                          "rater": row.rater, "simulated": False})
-    check_enough_pairs(pairs, source, min_pairs, dropped)
+            pairs.append({"prompt": row.prompt, "chosen": chosen,
+                          "rejected": rejected, "rater": row.rater, "simulated": False})
+            seen.setdefault((row.prompt_id, frozenset((row.winner, loser))), []).append(
+                (row.winner, row.rater))
+    warn_if_changed(dropped["text_changed"], source)
+    warn_contradictions(seen, source)
+    check_enough_pairs(pairs, source, min_pairs, dropped, simulated=False)
     return pairs, dropped
 
 
@@ -270,7 +320,39 @@ def build_dpo_trainer(model, tokenizer, train_pairs, eval_pairs, cfg: Preference
                              train_dataset=data[0], eval_dataset=data[1],
                              processing_class=tokenizer, peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log line
+    # The fine-tuning stages' loss guards: a NaN or exploding DPO loss stops with the learning
+    # rate named, not later in sampling. DPO's loss starts at ln 2 = 0.69 (policy = reference),
+    # so 3x the first logged loss is a loss no honest run reaches.
+    trainer.add_callback(NonFiniteLossCallback())
+    trainer.add_callback(DivergenceCallback())
+    trainer.add_callback(RewardDivergenceCallback(cfg.beta, cfg.max_length))
     return trainer
+
+
+class RewardDivergenceCallback(TrainerCallback):
+    """Stops a DPO run whose policy runs away from the reference (the loss alone cannot tell).
+
+    At learning rate 50 the DPO loss falls to 0.0 at step 2 (a tiny model, measured): the
+    chosen answers became e^43,000 times likelier than the rejected ones. The rule: a logged
+    reward margin / beta (a log-probability ratio, in nats) above max_length x 2 ln(vocab),
+    e.g. 256 x 21.65 = 5,542 nats, more than every token moving by twice a uniform guess.
+    """
+
+    def __init__(self, beta: float, max_length: int):
+        self.beta, self.max_length = beta, max_length
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        margin = (logs or {}).get("rewards/margins")
+        if margin is None:
+            return
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        ceiling = self.max_length * 2 * math.log(vocab) if vocab else math.inf
+        if not math.isfinite(margin) or abs(margin) / self.beta > ceiling:
+            raise DivergedLossError(
+                f"DPO diverged at step {state.global_step}: a reward margin of {margin:.4g} is a "
+                f"log-probability ratio of {margin / self.beta:.4g} nats, beyond {ceiling:.4g} = "
+                f"{self.max_length} tokens x 2 ln(vocab) (learning_rate={args.learning_rate:g}). "
+                "Lower the learning rate (--prefer-learning-rate), e.g. by 10x.")
 
 
 def trl_loss(trainer, model, batch) -> float:
@@ -279,10 +361,23 @@ def trl_loss(trainer, model, batch) -> float:
         return trainer.compute_loss(model, batch).item()
 
 
+def check_finite_weights(trainer) -> None:
+    """NonFiniteLossError naming the learning rate when training left a NaN or infinite weight
+    (between two logged losses the guards above cannot see it; sampling would then fail)."""
+    bad = next((name for name, p in trainer.model.named_parameters()
+                if p.requires_grad and not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise NonFiniteLossError(
+            f"DPO made the weight {bad} NaN or infinite by step {trainer.state.global_step} "
+            f"(learning_rate={trainer.args.learning_rate:g}). Lower the learning rate "
+            "(PreferenceConfig.learning_rate, --prefer-learning-rate), e.g. by 10x.")
+
+
 def train_dpo(trainer) -> dict:
     """Train quietly; return the last logged training numbers and the held-out evaluation."""
     with _quiet():
         trainer.train()
+        check_finite_weights(trainer)
         held_out = trainer.evaluate() if trainer.eval_dataset is not None else {}
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     return {"train": logs[-1] if logs else {}, "eval": held_out}

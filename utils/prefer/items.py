@@ -25,6 +25,9 @@ def prompt_id(prompt: str) -> str:
 
 def validate_items(items) -> list[dict]:
     """Items as {prompt_id, prompt, outputs}; ValueError for one with fewer than two systems."""
+    if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
+        raise ValueError(f"items must be a list of {{prompt, outputs}} dicts, got "
+                         f"{type(items).__name__}")
     items = list(items)
     if not items:
         raise ValueError("no items to rate: give at least one {prompt, outputs} item")

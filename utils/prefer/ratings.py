@@ -17,7 +17,11 @@ import pandas as pd
 
 from utils.config import runs_dir
 
-FIELDS = ("timestamp", "rater", "prompt_id", "prompt", "system_a", "system_b", "choice", "winner")
+# text_a / text_b: a short hash of each text shown, so that a rating of a text that was since
+# regenerated is found at load (utils/prefer/dpo.py) instead of trained on.
+FIELDS = ("timestamp", "rater", "prompt_id", "prompt", "system_a", "system_b", "choice", "winner",
+          "text_a", "text_b")
+LEGACY_FIELDS = FIELDS[:8]  # files written before the hashes: read as before, nothing to check
 CHOICES = ("a", "b", "tie", "skip")
 FILENAME = "preferences.csv"
 
@@ -43,6 +47,19 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def text_hash(text: str) -> str:
+    """12 hex digits of a text's SHA-256: the same text, the same hash (stored per rating)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _shown_text(item: dict, side: str, system: str) -> str | None:
+    """The text shown on one side: the rater's `text_a`/`text_b`, or the item's output."""
+    text = item.get(f"text_{side}")
+    return text if isinstance(text, str) else (item.get("outputs") or {}).get(system)
+
+
 def _winner(choice: str, system_a: str, system_b: str) -> str:
     return {"a": system_a, "b": system_b, "tie": "tie", "skip": ""}[choice]
 
@@ -54,9 +71,12 @@ def rating_row(rater: str, item: dict, system_a: str, system_b: str, choice: str
         raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
     winner = _winner(choice, system_a, system_b)
     timestamp = timestamp or datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    hashes = {f"text_{side}": text_hash(text) if isinstance(text, str) else ""
+              for side, system in (("a", system_a), ("b", system_b))
+              for text in [_shown_text(item, side, system)]}
     return {"timestamp": timestamp, "rater": rater, "prompt_id": item["prompt_id"],
             "prompt": item["prompt"], "system_a": system_a, "system_b": system_b,
-            "choice": choice, "winner": winner}
+            "choice": choice, "winner": winner, **hashes}
 
 
 def _csv_line(values) -> str:
@@ -76,16 +96,20 @@ def append_rating(path: str | Path, row: dict) -> Path:
     with open(path, "a+b") as f:
         size = os.fstat(f.fileno()).st_size
         text = _csv_line(FIELDS) if size == 0 else ""
+        fields = FIELDS
         if size:
+            f.seek(0)
+            if _header(f.readline()) == list(LEGACY_FIELDS):
+                fields = LEGACY_FIELDS  # an older file keeps its columns: every line the same
             f.seek(size - 1)
             text = ("" if f.read(1) == b"\n" else "\n") + text
-        f.write((text + _csv_line(row[k] for k in FIELDS)).encode("utf-8"))  # one write call
+        f.write((text + _csv_line(row.get(k, "") for k in fields)).encode("utf-8"))  # one write call
         f.flush()
         os.fsync(f.fileno())
     return path
 
 
-def _parse_line(raw: bytes) -> tuple[dict | None, str]:
+def _parse_line(raw: bytes, fields=FIELDS) -> tuple[dict | None, str]:
     """A rating dict from one line of the file, or (None, why it is corrupted)."""
     try:
         text = raw.decode("utf-8")
@@ -95,9 +119,9 @@ def _parse_line(raw: bytes) -> tuple[dict | None, str]:
         values = next(csv.reader([text], strict=True))
     except (csv.Error, StopIteration) as error:
         return None, f"not CSV ({error})"
-    if len(values) != len(FIELDS):
-        return None, f"{len(values)} fields instead of {len(FIELDS)}"
-    row = dict(zip(FIELDS, map(_unescape, values)))
+    if len(values) != len(fields):
+        return None, f"{len(values)} fields instead of {len(fields)}"
+    row = {"text_a": "", "text_b": "", **dict(zip(fields, map(_unescape, values)))}
     if row["choice"] not in CHOICES:
         return None, f"unknown choice {row['choice']!r}"
     if not (row["rater"] and row["system_a"] and row["system_b"]) or row["system_a"] == row["system_b"]:
@@ -127,14 +151,15 @@ def load_ratings(path: str | Path | None = None) -> pd.DataFrame:
     lines = [line.rstrip(b"\r") for line in path.read_bytes().split(b"\n")]
     if not any(line.strip() for line in lines[1:]):
         raise ValueError(f"{path} holds no ratings (the file is empty): nothing to analyse")
-    if _header(lines[0]) != list(FIELDS):
+    fields = next((f for f in (FIELDS, LEGACY_FIELDS) if _header(lines[0]) == list(f)), None)
+    if fields is None:
         raise ValueError(f"{path} does not start with the header {','.join(FIELDS)}; found "
                          f"{lines[0][:200].decode('utf-8', 'replace')!r}")
     rows, skipped = [], {}
     for number, raw in enumerate(lines[1:], start=2):
         if not raw.strip():
             continue
-        row, why = _parse_line(raw)
+        row, why = _parse_line(raw, fields)
         if row:
             rows.append(row)
         else:
@@ -148,3 +173,60 @@ def load_ratings(path: str | Path | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(FIELDS))
     df.attrs["skipped"] = skipped
     return df
+
+
+# ---------------------------------------------------------------- checked against the items (notebook 12)
+
+
+RATING_COLUMNS = ("rater", "prompt_id", "system_a", "system_b", "choice", "winner")
+
+
+def ratings_table(ratings):
+    """(table, its name) from a preferences.csv path or a loaded table; ValueError when neither."""
+    if hasattr(ratings, "itertuples") and hasattr(ratings, "columns"):
+        missing = [c for c in RATING_COLUMNS if c not in ratings.columns]
+        if missing:
+            raise ValueError(f"the ratings table lacks the column(s) {missing}; pass "
+                             "load_ratings(path) or the path of a preferences.csv")
+        table = ratings.copy()
+        for column in ("text_a", "text_b"):
+            if column not in table.columns:
+                table[column] = ""
+        table.attrs = dict(ratings.attrs)
+        return table, "the ratings table"
+    if not isinstance(ratings, (str, os.PathLike)):
+        raise ValueError(f"ratings must be the path of a preferences.csv or load_ratings(path)'s "
+                         f"table, got {type(ratings).__name__}")
+    return load_ratings(ratings), str(ratings)
+
+
+def changed_since_rated(row, texts) -> bool:
+    """True when a stored hash of a shown text differs from the item's text now."""
+    for side, system in (("a", row.system_a), ("b", row.system_b)):
+        stored = getattr(row, f"text_{side}", "") or ""
+        now = texts.get((row.prompt_id, system))
+        if stored and now is not None and text_hash(now) != stored:
+            return True
+    return False
+
+
+def warn_if_changed(count: int, source: str) -> None:
+    """Warn that ratings of texts regenerated since were dropped (utils/prefer/dpo.py)."""
+    if count:
+        warnings.warn(f"{source}: {count} rating(s) were made on texts that differ from the "
+                      "items' now (samples regenerated since?); they are dropped. Rate the new "
+                      "texts, or pass the items that were rated", stacklevel=3)
+
+
+def warn_contradictions(seen: dict, source: str) -> None:
+    """Warn when the same two texts were preferred both ways: those DPO terms cancel."""
+    both_ways = {key: votes for key, votes in seen.items() if len({w for w, _ in votes}) > 1}
+    if not both_ways:
+        return
+    cancelled = sum(min(sum(w == winner for w, _ in votes) for winner in {w for w, _ in votes})
+                    for votes in both_ways.values())
+    raters = sorted({r for votes in both_ways.values() for _, r in votes})
+    warnings.warn(f"{source}: {len(both_ways)} pair(s) of texts were preferred both ways (raters "
+                  f"{', '.join(raters)}); {2 * cancelled} of the pairs cancel each other in DPO. "
+                  "Check that the raters had the same instructions (notebook 09's agreement "
+                  "table shows who differs)", stacklevel=3)

@@ -172,6 +172,17 @@ def release_lock(run_dir: Path) -> None:
 # ---------------------------------------------------------------- resume and --from-run
 
 
+def same_setting(a, b) -> bool:
+    """Equal, or one repository path written absolute (a run from before the course folder was
+    moved, or from an older version) and relative (utils.config writes repository paths so)."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)) or os.path.isabs(a) == os.path.isabs(b):
+        return False
+    relative, absolute = (Path(a), Path(b)) if os.path.isabs(b) else (Path(b), Path(a))
+    return absolute.parts[-len(relative.parts):] == relative.parts
+
+
 def setting_changes(old: dict, new: dict, prefix: str = "") -> dict:
     """{dotted key: [old, new]} for every value that differs between two profile dicts."""
     changes = {}
@@ -179,15 +190,33 @@ def setting_changes(old: dict, new: dict, prefix: str = "") -> dict:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes.update(setting_changes(a, b, f"{prefix}{key}."))
-        elif a != b:
+        elif not same_setting(a, b):
             changes[prefix + key] = [a, b]
     return changes
 
 
-def check_resume(run_dir: Path, profile: Profile, allow_changes: bool = False) -> dict:
+# Run options that change what a run computes (the profile holds the others: epochs, max_steps,
+# learning_rate, data_dir, drop_contaminated). --resume compares them with config.json's.
+RESULT_OPTIONS = ("from_run", "packing", "max_rows", "prefer_max_steps", "prefer_learning_rate",
+                  "prefer_beta")
+
+
+def option_changes(config: dict, options: dict | None) -> dict:
+    """{"options.<name>": [old, new]} for the RESULT_OPTIONS that differ from config.json's
+    (a run whose config.json records no options has nothing to compare)."""
+    old = config.get("options")
+    if not isinstance(old, dict) or options is None:
+        return {}
+    return {f"options.{name}": [old.get(name), options.get(name)] for name in RESULT_OPTIONS
+            if not same_setting(old.get(name), options.get(name))}
+
+
+def check_resume(run_dir: Path, profile: Profile, allow_changes: bool = False,
+                 options: dict | None = None) -> dict:
     """Refuse --resume of a missing run, or with changed settings unless allow_changes.
 
-    Returns the changes ({dotted key: [old, new]}); the caller records them in config.json.
+    The settings are the profile and the run options that change results (`options`, as a
+    dict). Returns the changes ({dotted key: [old, new]}); the caller records them in config.json.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -195,6 +224,7 @@ def check_resume(run_dir: Path, profile: Profile, allow_changes: bool = False) -
         raise RunGuardError(f"--resume: run {run_dir.name!r} does not exist in {run_dir.parent} "
                             "(no config.json); drop --resume to start it")
     changes = setting_changes(config.get("profile") or {}, profile.to_dict())
+    changes.update(option_changes(config, options))
     if changes and not allow_changes:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a_b in changes.items() for a, b in [a_b])
         raise RunGuardError(f"--resume with settings that differ from {run_dir / registry.CONFIG}"
@@ -204,13 +234,15 @@ def check_resume(run_dir: Path, profile: Profile, allow_changes: bool = False) -
     return changes
 
 
-def record_resume(run_dir: Path, profile: Profile, changes: dict) -> None:
-    """config.json gets the profile the run now trains with and a list of its resumes."""
+def record_resume(run_dir: Path, profile: Profile, changes: dict, options: dict | None = None) -> None:
+    """config.json gets the profile (and options) the run now trains with and a list of its resumes."""
     config = read_config(run_dir) or {}
     config.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%d %H:%M:%S"),
                                              "changed": changes})
     if changes:
         config["profile"] = profile.to_dict()
+        if options is not None:
+            config["options"] = options
     registry.write_json_atomic(Path(run_dir) / registry.CONFIG, config)
 
 
@@ -219,7 +251,7 @@ def check_from_run(source: Path, profile: Profile) -> None:
     config = read_config(source) or {}
     theirs = (config.get("profile") or {}).get("model") or {}
     ours = profile.to_dict()["model"]
-    differ = [k for k in COMPATIBLE_KEYS if theirs.get(k) != ours.get(k)]
+    differ = [k for k in COMPATIBLE_KEYS if not same_setting(theirs.get(k), ours.get(k))]
     if differ:
         listed = ", ".join(f"{k} {theirs.get(k)!r} vs {ours.get(k)!r}" for k in differ)
         raise RunGuardError(

@@ -1,11 +1,13 @@
 """Pretrain the pocket poet: a small GPT-2 with the real GPT-2 tokenizer, on public-domain verse.
 
 `python -m utils.train.pretrain` trains it from `data/pretrain/` with a fixed seed and writes
-`models/pocket-gpt2/`: fp16 safetensors, config, the loss history and a model card (corpus
+`runs/pretrain/<date>-<time>/` (or `--out`; only `--rebuild-pocket` writes the committed
+`models/pocket-gpt2/`): fp16 safetensors, config, the loss history and a model card (corpus
 sha256, steps, tokens, validation loss, wall time, tokens/s, machine). The `tiny` profile
-starts from that folder. The loop is the one notebook 04b writes out by hand: AdamW, warm-up
+starts from models/pocket-gpt2. The loop is the one notebook 04b writes out by hand: AdamW, warm-up
 then cosine, gradient clipping, periodic validation. A crash loses at most `eval_every` steps:
-`--resume` continues from the last checkpoint with the same data order.
+`--resume` continues from the last checkpoint with the same data order and settings.
+utils/train/pretrain_guard.py checks the arguments and the output folder before the first step.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from utils.evaluate.metrics import block_loss
 from utils.models.loading import eval_mode, load_local_base
 from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
 from utils.models.tokenizers import gpt2_tokenizer
+from utils.train import pretrain_guard
 from utils.train.chunked_loss import lm_loss
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
@@ -190,17 +194,22 @@ def _load_checkpoint(folder: Path, model, optimizer) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def pretrain(cfg: PretrainConfig, out_dir: Path = POCKET_DIR, resume: bool = False,
-             progress: bool = True) -> dict:
-    """Train the pocket model, save it to `out_dir` with its card; returns the history."""
-    out_dir = Path(out_dir)
+def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = False,
+             progress: bool = True, overwrite: bool = False, rebuild_pocket: bool = False) -> dict:
+    """Train the pocket model, save it to `out_dir` with its card; returns the history.
+
+    `out_dir` None: a new runs/pretrain/<date>-<time>; the committed models/pocket-gpt2 only
+    with rebuild_pocket (pretrain_guard.prepare_out says what else is refused).
+    """
+    out_dir = pretrain_guard.prepare_out(out_dir, cfg, resume, overwrite, rebuild_pocket)
     torch.manual_seed(cfg.seed)
     tokenizer = gpt2_tokenizer()
     blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
     model = new_pocket_model(cfg, tokenizer)
     optimizer = make_optimizer(model, cfg)
     ckpt = out_dir / "checkpoint"
-    state = {"step": 0, "history": [], "samples": [], "wall_s": 0.0, "tokens": 0}
+    state = {"step": 0, "history": [], "samples": [], "wall_s": 0.0, "tokens": 0,
+             "config": dataclasses.asdict(cfg)}  # --resume compares it (pretrain_guard)
     if resume and (ckpt / "state.json").is_file():
         state = _load_checkpoint(ckpt, model, optimizer)
     elif (ckpt / "state.json").is_file():
@@ -315,8 +324,13 @@ def load_pocket(path: str | Path = POCKET_DIR, dtype: torch.dtype = torch.float3
 def main(argv=None) -> dict:
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=POCKET_DIR, help="output folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: a new runs/pretrain/<date>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a folder an earlier pretraining wrote (nothing else)")
+    parser.add_argument("--rebuild-pocket", action="store_true",
+                        help=f"write the committed checkpoint {POCKET_DIR.name} (the default --out then)")
     for name, field in fields.items():
         kind = type(field.default)
         if kind is bool:
@@ -326,12 +340,24 @@ def main(argv=None) -> dict:
             parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default)
     args = vars(parser.parse_args(argv))
     out, resume = args.pop("out"), args.pop("resume")
+    overwrite, rebuild = args.pop("overwrite"), args.pop("rebuild_pocket")
     cfg = PretrainConfig(**args)
+    if rebuild:
+        out, overwrite = out or POCKET_DIR, True
+    out = pretrain_guard.prepare_out(out, cfg, resume, overwrite, rebuild)
     print(f"pretraining {cfg.total_steps:,d} steps ({cfg.max_tokens:,d} tokens) into {out}")
-    state = pretrain(cfg, out, resume=resume)
+    state = pretrain(cfg, out, resume=resume, overwrite=overwrite, rebuild_pocket=rebuild)
     print(f"validation loss {state['history'][-1]['val_loss']:.3f}; card: {out / 'README.md'}")
     return state
 
 
+def cli(argv=None) -> None:
+    """main, with a refused argument or folder ending in one line instead of a traceback."""
+    try:
+        main(argv)
+    except (ValueError, FileExistsError) as error:
+        sys.exit(f"error: {error}")
+
+
 if __name__ == "__main__":
-    main()
+    cli()
