@@ -144,3 +144,45 @@ def test_bradley_terry_on_groups_never_compared_works_with_the_advised_prior(): 
     assert math.prod(p.values()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="prior must be 0 or more"):
         prefs.bradley_terry(df, prior=-1)
+
+
+def test_gwet_ac1_hand_computed_where_kappa_collapses():
+    # 10 items, both raters say "first" on 8; they swap on the last two: p_o = 8/10.
+    one = ["first"] * 8 + ["first", "second"]
+    two = ["first"] * 8 + ["second", "first"]
+    # kappa: p_e = 0.9*0.9 + 0.1*0.1 = 0.82 -> (0.8 - 0.82) / 0.18 = -1/9, the prevalence paradox
+    assert prefs.cohen_kappa(one, two) == pytest.approx(-1 / 9)
+    # AC1 over two categories: pi = 0.9, 0.1; p_e = 0.09 + 0.09 = 0.18 -> 0.62 / 0.82 = 31/41
+    assert prefs.gwet_ac1(one, two, categories=("first", "second")) == pytest.approx(31 / 41)
+    # over the rater's three labels (no tie used): p_e = 0.18 / 2 = 0.09 -> 0.71 / 0.91 = 71/91
+    assert prefs.gwet_ac1(one, two) == pytest.approx(71 / 91)
+    assert prefs.gwet_ac1(one, one) == 1.0
+    with pytest.raises(ValueError, match="not among the categories"):
+        prefs.gwet_ac1(["first", "maybe"], ["first", "first"])
+
+
+def test_oriented_labels_balance_a_lopsided_pair_and_keep_agreement():
+    rows = []
+    for k in range(40):  # y wins every item for both raters: sorted labels are all "second"
+        rows += _ratings([("x", "y", "b")], "ana", f"p{k}") + _ratings([("y", "x", "a")], "ben", f"p{k}")
+    frame = _frame(rows)
+    assert math.isnan(prefs.cohen_kappa(*prefs.rater_labels(frame).T.values))  # p_e = 1
+    oriented = prefs.rater_labels(frame, orient_seed=0)
+    assert set(oriented["ana"]) == {"first", "second"}  # both sides occur
+    assert (oriented["ana"] == oriented["ben"]).all()  # the same system won, whatever the side
+    assert oriented.equals(prefs.rater_labels(frame, orient_seed=0))  # seeded
+    assert prefs.rater_agreement(frame, orient_seed=0).iloc[0]["kappa"] == 1.0
+
+
+def test_wilson_interval_hand_computed():
+    # 12 of 12, z = 1.95996: centre (1 + z^2/24) / (1 + z^2/12), half z/(1 + z^2/12) * sqrt(z^2/576)
+    z = 1.959964
+    centre = (1 + z * z / 24) / (1 + z * z / 12)
+    half = z / (1 + z * z / 12) * math.sqrt(z * z / 576)
+    low, high = prefs.wilson_interval(12, 12)
+    assert low == pytest.approx(centre - half, abs=1e-5) and high == pytest.approx(1.0)
+    assert low == pytest.approx(0.7575, abs=1e-4)
+    low, high = prefs.wilson_interval(5, 10)
+    assert (low + high) / 2 == pytest.approx(0.5) and high - low > 0.5  # 10 ratings: wide
+    with pytest.raises(ValueError, match="wins"):
+        prefs.wilson_interval(3, 2)

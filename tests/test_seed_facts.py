@@ -45,3 +45,10 @@ def test_careful_reader_notes_are_computed_from_the_table():
     assert notes[-1] == "validation loss is below training loss in 5 of 5 rows"
     flipped = seed_facts.SEED_RESULTS.assign(**{"val loss": seed_facts.SEED_RESULTS["training loss"] + 1})
     assert seed_facts.careful_reader_notes(flipped)[-1] == "validation loss is below training loss in 0 of 5 rows"
+
+
+def test_the_lora_line_agrees_with_its_numbers():
+    lora = seed_facts.LORA_GPT2
+    assert seed_facts.LORA_GPT2_LINE == (f"trainable params: {lora['trainable']:,} || all params: "
+                                         f"{lora['total']:,} || trainable%: {lora['percent']:.4f}")
+    assert round(100 * lora["trainable"] / lora["total"], 4) == lora["percent"]

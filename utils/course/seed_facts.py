@@ -1,4 +1,4 @@
-"""The seed deck's published figures, as tables to set beside ours (notebooks 07 and 10).
+"""The seed deck's published figures, as tables to set beside ours (notebooks 05, 06, 07 and 10).
 
 Every number here is quoted from the deck "Conversational LLMs" (as transcribed in the
 course's SEED_FACTS.md); none is measured by the course. Bottom layer: pandas and stdlib only.
@@ -15,6 +15,9 @@ SOURCE = ("the seed deck 'Conversational LLMs', slides 'Results' (one loss table
 GPT2 = "openai-community/gpt2"
 DEEPSEEK = "deepseek-ai/deepseek-coder-1.3b-base"
 SPLIT_SIZES = {"train": 1764, "validation": 111, "test": 331}  # hub splits shown in the deck
+# peft's line for LoRA r=8 on GPT-2 124M, as the deck prints it (slide on stage 1).
+LORA_GPT2 = {"trainable": 294_912, "total": 124_734_720, "percent": 0.2364}
+LORA_GPT2_LINE = "trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364"
 COLUMNS = ("model", "batch", "accumulation", "epochs", "learning rate", "training loss", "val loss")
 
 # model, per-device batch, gradient accumulation, epochs, learning rate, training loss, validation loss

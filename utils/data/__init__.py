@@ -12,6 +12,7 @@ from .collate import (
     stage2_collator,
 )
 from .contamination import normalise_for_matching
+from .corpus import corpus_documents, token_stream
 from .prepare import (
     clean_poems,
     deduplicate_splits,

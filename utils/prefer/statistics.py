@@ -7,6 +7,8 @@ returns a small table; the figures are in utils/course/plots.py. Introduced in n
 from __future__ import annotations
 
 import itertools
+import math
+import random
 
 import numpy as np
 import pandas as pd
@@ -63,6 +65,30 @@ def win_rates(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
                      "losses": int((scores == 0).sum()), "win_rate": float(scores.mean()),
                      "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
+
+
+def wilson_interval(wins: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (low, high) of a win rate from `wins` of `n` (ties as half wins).
+
+    Unlike the bootstrap, it does not collapse to one point when every rating agrees: 12 wins
+    of 12 give about [0.76, 1.00], not [1.00, 1.00]. Notebook 09.
+    """
+    if n < 1 or not 0 <= wins <= n:
+        raise ValueError(f"wilson_interval needs 0 <= wins <= n and n >= 1, got wins={wins}, n={n}")
+    z = _normal_quantile(0.5 + confidence / 2)
+    rate = wins / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _normal_quantile(p: float) -> float:
+    """The standard normal's p-quantile, by bisection on erf (1.95996 for p = 0.975)."""
+    low, high = -10.0, 10.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p else (low, mid)
+    return (low + high) / 2
 
 
 # ---------------------------------------------------------------- Bradley-Terry
@@ -161,25 +187,59 @@ def cohen_kappa(labels_1, labels_2) -> float:
     return float("nan") if expected == 1 else (observed - expected) / (1 - expected)
 
 
-def rater_labels(df: pd.DataFrame) -> pd.DataFrame:
-    """Items (prompt and pair) x raters; a label says which of the sorted pair won: first/second/tie.
+LABELS = ("first", "second", "tie")
+
+
+def gwet_ac1(labels_1, labels_2, categories=LABELS) -> float:
+    """Gwet's AC1 (p_o - p_e) / (1 - p_e) of two raters, p_e = sum pi_q (1 - pi_q) / (Q - 1).
+
+    pi_q is the two raters' mean share of category q, Q the number of categories. Unlike
+    Cohen's kappa, p_e stays small when one label dominates, so high agreement on a lopsided
+    label (the prevalence paradox) is not scored as chance (Gwet 2008). Notebook 09.
+    """
+    labels_1, labels_2 = list(labels_1), list(labels_2)
+    if len(labels_1) != len(labels_2) or not labels_1:
+        raise ValueError(f"need two equally long, non-empty label lists, got {len(labels_1)} "
+                         f"and {len(labels_2)}")
+    unknown = (set(labels_1) | set(labels_2)) - set(categories)
+    if unknown or len(categories) < 2:
+        raise ValueError(f"labels {sorted(unknown)} are not among the categories {list(categories)}")
+    n = len(labels_1)
+    observed = sum(x == y for x, y in zip(labels_1, labels_2)) / n
+    shares = [(labels_1.count(c) + labels_2.count(c)) / (2 * n) for c in categories]
+    expected = sum(pi * (1 - pi) for pi in shares) / (len(categories) - 1)
+    return (observed - expected) / (1 - expected)
+
+
+def _flipped(item: str, seed: int) -> bool:
+    """A seeded coin per item: the same item and seed always give the same side."""
+    return random.Random(f"{seed}|{item}").random() < 0.5
+
+
+def rater_labels(df: pd.DataFrame, orient_seed: int | None = None) -> pd.DataFrame:
+    """Items (prompt and pair) x raters; a label says which of the item's pair won: first/second/tie.
 
     Labels name the systems, not the letters, so raters who saw A and B swapped still agree.
-    A rater's last rating of an item counts.
+    "first" is the pair's sorted first system, or, with `orient_seed`, a system drawn per item
+    by a seeded coin: when one system wins nearly every item, sorted labels are all "second"
+    and kappa's chance term swallows the agreement (the prevalence paradox); drawn sides
+    balance the labels. A rater's last rating of an item counts.
     """
     df = _compared(df)
     pairs = _pairs(df)
+    items = [f"{pid}|{first}|{second}" for pid, (first, second) in zip(df["prompt_id"], pairs)]
+    if orient_seed is not None:
+        pairs = [pair[::-1] if _flipped(item, orient_seed) else pair for pair, item in zip(pairs, items)]
     label = ["tie" if w == "tie" else "first" if w == pair[0] else "second"
              for pair, w in zip(pairs, df["winner"])]
-    items = [f"{pid}|{first}|{second}" for pid, (first, second) in zip(df["prompt_id"], pairs)]
     table = pd.DataFrame({"item": items, "rater": list(df["rater"]), "label": label})
     return table.drop_duplicates(["item", "rater"], keep="last").pivot(
         index="item", columns="rater", values="label")
 
 
-def rater_agreement(df: pd.DataFrame) -> pd.DataFrame:
-    """Per pair of raters: shared items, percent agreement and Cohen's kappa. Notebook 09."""
-    labels = rater_labels(df)
+def rater_agreement(df: pd.DataFrame, orient_seed: int | None = None) -> pd.DataFrame:
+    """Per pair of raters: shared items, percent agreement, Cohen's kappa, Gwet's AC1. Notebook 09."""
+    labels = rater_labels(df, orient_seed)
     if labels.shape[1] < 2:
         raise ValueError(f"agreement needs two raters or more, found {list(labels.columns)}")
     rows = []
@@ -187,17 +247,18 @@ def rater_agreement(df: pd.DataFrame) -> pd.DataFrame:
         shared = labels[[one, two]].dropna()
         rows.append({"rater_1": one, "rater_2": two, "shared_items": len(shared),
                      "agreement": (shared[one] == shared[two]).mean() if len(shared) else np.nan,
-                     "kappa": cohen_kappa(shared[one], shared[two]) if len(shared) else np.nan})
+                     "kappa": cohen_kappa(shared[one], shared[two]) if len(shared) else np.nan,
+                     "ac1": gwet_ac1(shared[one], shared[two]) if len(shared) else np.nan})
     return pd.DataFrame(rows)
 
 
-def fleiss_kappa(df: pd.DataFrame) -> float:
+def fleiss_kappa(df: pd.DataFrame, orient_seed: int | None = None) -> float:
     """Fleiss' kappa over the items that every rater labelled (any number of raters >= 2)."""
-    labels = rater_labels(df).dropna()
+    labels = rater_labels(df, orient_seed).dropna()
     raters = labels.shape[1]
     if raters < 2 or labels.empty:
         raise ValueError("Fleiss' kappa needs two raters or more who labelled the same items")
-    counts = np.stack([(labels == c).sum(axis=1).to_numpy() for c in ("first", "second", "tie")], 1)
+    counts = np.stack([(labels == c).sum(axis=1).to_numpy() for c in LABELS], 1)
     per_item = ((counts * (counts - 1)).sum(axis=1) / (raters * (raters - 1))).mean()
     shares = counts.sum(axis=0) / counts.sum()
     expected = (shares ** 2).sum()
