@@ -4,7 +4,7 @@ against Shakespeare held to the figures measured when the metrics were written."
 import pytest
 
 from utils.evaluate import poetry_validation as validation
-from utils.evaluate.poetry import (RHYMES_WITH_SLANT, MemorisationIndex, end_word, line_pairs,
+from utils.evaluate.poetry import (RHYMES_WITH_SLANT, MemorisationIndex, assonance, end_word, line_pairs,
                                    lines_rhyme, meter_score, pronunciations, rhyme_class,
                                    rhyme_pair_rate, rhyme_scheme, scanning_share, stanzas,
                                    stress_patterns, words)
@@ -37,6 +37,7 @@ def test_pronunciations_from_the_dictionary_and_derived():
     assert pronunciations("crown'd") == pronunciations("crowned")
     assert "F AY1 R" in pronunciations("fire")  # the diphthong before ER glides
     assert pronunciations("zorblat") == []
+    assert pronunciations("hmm") == []  # HH M: no vowel, no syllable
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -46,6 +47,7 @@ def test_pronunciations_from_the_dictionary_and_derived():
     ("field", "held", "slant"),
     ("memory", "see", "slant"),  # rhyme on an unstressed last syllable
     ("cat", "dog", "none"),
+    ("the", "a", "none"),  # no stressed vowel in "a": weak words do not rhyme
     ("rain", "rain", "identical"),
     ("zarking", "blarking", "spelling"),  # neither in the dictionary: a guess from spelling
     ("zarking", "blorp", "unknown"),
@@ -53,6 +55,12 @@ def test_pronunciations_from_the_dictionary_and_derived():
 ])
 def test_rhyme_class(a, b, expected):
     assert rhyme_class(a, b) == expected
+
+
+def test_assonance_is_a_shared_stressed_vowel():
+    assert assonance("day", "the gate")
+    assert not assonance("day", "dog")
+    assert not assonance("zorblat", "day")  # not in the dictionary: no verdict
 
 
 def test_lines_rhyme_counts_slant_only_when_asked():

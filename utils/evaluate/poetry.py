@@ -85,6 +85,10 @@ def _derived(word: str) -> list[str]:
     return []
 
 
+def _is_vowel(phone: str) -> bool:
+    return phone[0] in "AEIOU"  # ARPAbet vowels, and only they, start with a vowel letter
+
+
 def _with_glide(phones: str) -> list[str]:
     # The dictionary says "tired" T AY1 ER0 D but "expired" ... AY1 R D: a diphthong before an
     # unstressed ER is said both ways, so both forms are kept ("fire", "hour", "flower").
@@ -94,20 +98,21 @@ def _with_glide(phones: str) -> list[str]:
 
 def pronunciations(word: str) -> list[str]:
     """CMU pronunciations of a word ('L AH1 V'), or of the dictionary word it is an archaic or
-    British form of ("grow'st", "honour"); [] when neither is found.
+    British form of ("grow'st", "honour"); [] when neither is found, or only without a vowel.
     Introduced in notebook 08_evaluation."""
     word = word.lower()
     found = pronouncing.phones_for_word(word) or _derived(word)
-    return [form for phones in found for form in _with_glide(phones)]
+    # "hmm" is HH M: without a vowel there is no syllable to rhyme or to stress
+    return [form for phones in found if any(map(_is_vowel, phones.split()))
+            for form in _with_glide(phones)]
 
 
 def _stressed_tail(phones: str) -> tuple[str, ...]:
-    # The last stressed vowel and every sound after it, stress digits dropped: 'AH1 V' -> (AH, V).
-    return tuple(p.rstrip("012") for p in pronouncing.rhyming_part(phones).split())
-
-
-def _is_vowel(phone: str) -> bool:
-    return phone[0] in "AEIOU"  # ARPAbet vowels, and only they, start with a vowel letter
+    # The last stressed vowel and every sound after it, stress digits dropped: 'AH1 V' -> (AH, V);
+    # () for a pronunciation with no stressed vowel (the weak "a", AH0), which cannot rhyme fully.
+    split = phones.split()
+    stressed = [i for i, p in enumerate(split) if p[-1] in "12"]
+    return tuple(p.rstrip("012") for p in split[stressed[-1]:]) if stressed else ()
 
 
 def _last_syllable(phones: str) -> list[str]:
@@ -130,14 +135,16 @@ def _near(x: str, y: str) -> bool:
 def _consonance(a: str, b: str) -> bool:
     # "love" / "prove", "field" / "held": the stressed tails differ only in near vowels.
     tail_a, tail_b = _stressed_tail(a), _stressed_tail(b)
-    return len(tail_a) == len(tail_b) and all(map(_near, tail_a, tail_b))
+    return bool(tail_a) and len(tail_a) == len(tail_b) and all(map(_near, tail_a, tail_b))
 
 
 def _weak_ending(a: str, b: str) -> bool:
     # "memory" / "see", "argument" / "spent": the rhyme falls on an unstressed last syllable,
     # whose vowel may be reduced, so the consonants after it must match (or the vowels do).
     last_a, last_b = _last_syllable(a), _last_syllable(b)
-    if not (last_a[0].endswith("0") or last_b[0].endswith("0")):
+    # a word that ends unstressed after a stressed syllable: not a weak "the" or "a" on its own
+    if not any(last[0].endswith("0") and pronouncing.syllable_count(p) > 1
+               for p, last in ((a, last_a), (b, last_b))):
         return False
     same_vowel = last_a[0].rstrip("012") == last_b[0].rstrip("012")
     return last_a[1:] == last_b[1:] and (same_vowel or len(last_a) > 1)
@@ -145,7 +152,7 @@ def _weak_ending(a: str, b: str) -> bool:
 
 def _phonetic_class(phones_a: list[str], phones_b: list[str]) -> str:
     pairs = list(itertools.product(phones_a, phones_b))
-    if any(_stressed_tail(a) == _stressed_tail(b) for a, b in pairs):
+    if any(_stressed_tail(a) == _stressed_tail(b) != () for a, b in pairs):
         return "perfect"
     return "slant" if any(_consonance(a, b) or _weak_ending(a, b) for a, b in pairs) else "none"
 
@@ -178,6 +185,15 @@ def rhyme_class(a: str, b: str) -> str:
     if phones_a and phones_b:
         return _phonetic_class(phones_a, phones_b)
     return "spelling" if _spelled_tail(a) == _spelled_tail(b) else "unknown"
+
+
+def assonance(a: str, b: str) -> bool:
+    """True if two words (or lines' last words) share their last stressed vowel ("day" / "gate"),
+    a weaker likeness than slant rhyme; False when either is not in the dictionary.
+    Introduced in notebook 08_evaluation."""
+    tails = [(_stressed_tail(x), _stressed_tail(y)) for x, y in
+             itertools.product(pronunciations(end_word(a)), pronunciations(end_word(b)))]
+    return any(x and y and x[0] == y[0] for x, y in tails)
 
 
 def lines_rhyme(a: str, b: str, accept=RHYMES) -> bool:
