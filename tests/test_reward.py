@@ -53,7 +53,8 @@ def test_group_advantages_match_trl(scale, tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from utils.modeling import build_tiny_model, load_tokenizer
+    from utils.models.loading import build_tiny_model
+    from utils.models.tokenizers import load_tokenizer
 
     tok = load_tokenizer("tiny")
     rewards = [0.2, 0.9, 0.1, 0.4, 0.3, 0.3, 0.3, 0.3, -0.5, 1.0, 0.0, 0.25]
@@ -107,7 +108,8 @@ def test_reward_config_names_the_bad_field(field, value):
 
 
 def test_rollouts_mask_after_eos_and_logps_match_the_sampler():
-    from utils.modeling import build_tiny_model, load_tokenizer
+    from utils.models.loading import build_tiny_model
+    from utils.models.tokenizers import load_tokenizer
 
     tok = load_tokenizer("tiny")
     model = build_tiny_model("tiny", tok, seed=0).eval()

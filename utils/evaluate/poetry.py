@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pronouncing
 
-from ..metrics import syllables
+from utils.evaluate.metrics import syllables
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
 _SPELLED_TAIL = re.compile(r"[aeiouy]+[^aeiouy]*e?$")  # last sounded vowel on: "conspire" -> "ire"

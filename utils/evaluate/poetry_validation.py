@@ -39,9 +39,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..metrics import syllables
-from ..pretrain_data import CORPUS_DIR, check_corpus
-from .poetry import (RHYMES, RHYMES_WITH_SLANT, SCAN_THRESHOLD, end_word, meter_score, rhyme_class,
+from utils.evaluate.metrics import syllables
+from utils.data.corpus import CORPUS_DIR, check_corpus
+from utils.evaluate.poetry import (RHYMES, RHYMES_WITH_SLANT, SCAN_THRESHOLD, end_word, meter_score, rhyme_class,
                      rhyme_pair_rate, rhyme_scheme, words)
 
 SONNET_SCHEME = "ABABCDCDEFEFGG"

@@ -22,12 +22,12 @@ from statistics import fmean
 
 import torch
 
-from ..config import DecodeConfig
-from ..decoding import context_length, encode_prompt
-from ..env import set_seed
-from ..evaluate.poetry import rhyme_pair_rate, stanzas, words
-from ..metrics import distinct_n, repetition_rate
-from ..scripted_rater import sample_answers
+from utils.config import DecodeConfig
+from utils.generate.decoding import context_length, encode_prompt
+from utils.env import set_seed
+from utils.evaluate.poetry import rhyme_pair_rate, stanzas, words
+from utils.evaluate.metrics import distinct_n, repetition_rate
+from utils.prefer.scripted_rater import sample_answers
 
 REWARD_RHYMES = ("perfect",)  # spelling guesses would pay for made-up words that look alike
 
