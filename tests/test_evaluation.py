@@ -45,6 +45,17 @@ def test_evaluate_model_returns_every_key_finite(tiny):
     assert all(isinstance(g["generation"], str) for g in result["generations"])
 
 
+def test_poetry_scores_rhyme_meter_and_the_longest_copied_run():
+    couplets = "The cat sat on the mat\nand then it wore a hat\n"
+    poems = ["a lantern in the rain keeps watch above the quiet hill"]
+    copied = "we saw a lantern in the rain keeps watch tonight"
+    scores = evaluation.poetry_scores([couplets, copied], poems)
+    assert scores["rhyme_pair_rate"] == 0.5  # mean of the couplet (1.0) and a one-line text (no pair: 0.0)
+    assert 0.0 <= scores["meter_score"] <= 1.0
+    assert scores[evaluation.MEMORISED] == 7  # "a lantern in the rain keeps watch"
+    assert evaluation.MEMORISED not in evaluation.poetry_scores([couplets])
+
+
 def test_evaluate_model_is_deterministic_for_a_fixed_seed(tiny):
     first, second = _evaluate(tiny, seed=7), _evaluate(tiny, seed=7)
     assert first == second

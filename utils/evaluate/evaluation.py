@@ -9,12 +9,14 @@ models side by side. Introduced in notebook 08 (the deck's published results: ut
 from __future__ import annotations
 
 import math
+from statistics import fmean
 
 import pandas as pd
 
 from utils.config import DecodeConfig
 from utils.data.collate import SFTCollator, batches
 from utils.data.tokenize import encode_pairs
+from utils.evaluate.poetry import MemorisationIndex, rhyme_pair_rate, scanning_share
 from utils.evaluate.metrics import (
     completion_loss,
     evaluate_generations,
@@ -25,7 +27,9 @@ from utils.generate.decoding import context_length
 
 # The keys every evaluation has (evaluate_generations adds a few more, e.g. rouge_1).
 EVAL_KEYS = ("bleu", "rouge_l", "exact_match", "distinct_1", "distinct_2", "self_bleu",
-             "rhyme_rate", "perplexity")
+             "rhyme_rate", "rhyme_pair_rate", "meter_score", "perplexity")
+# Measured only when the training poems are given (the pipeline's evaluate stage, notebook 08).
+MEMORISED = "memorised_words"
 # A cap for the pipeline's evaluate stage: 200 prompts / 8 per batch = 25 generate calls of at
 # most 80 new tokens each on the real profiles; the tiny test split (31 rows) is used whole.
 EVAL_MAX_EXAMPLES = 200
@@ -54,9 +58,27 @@ def completion_loss_on_pairs(model, tokenizer, pairs, max_length: int | None = N
     return split_loss(model, rows, tokenizer.pad_token_id), dropped
 
 
+def poetry_scores(texts, training_poems=()) -> dict:
+    """The poetic measures of generated texts (utils.evaluate.poetry), means over the texts.
+    Notebook 08.
+
+    rhyme_pair_rate: the share of consecutive line pairs that rhyme (GPoeT's measure);
+    meter_score: the share of lines that scan as iambic pentameter; memorised_words: the longest
+    run of words a text shares with a training poem (the longest over all texts; with no
+    training poems given, it is not measured).
+    """
+    texts = list(texts)
+    scores = {"rhyme_pair_rate": fmean(rhyme_pair_rate(t) for t in texts) if texts else 0.0,
+              "meter_score": fmean(scanning_share(t) for t in texts) if texts else 0.0}
+    if training_poems:
+        index = MemorisationIndex(training_poems)
+        scores[MEMORISED] = max((index.longest_run(t).words for t in texts), default=0)
+    return scores
+
+
 def evaluate_model(model, tokenizer, pairs, decode: DecodeConfig, max_new_tokens=None,
                    max_examples=None, seed: int = 42, batch_size: int = 8,
-                   max_length: int | None = None) -> dict:
+                   max_length: int | None = None, training_poems=()) -> dict:
     """Loss, perplexity and every text metric of a model on test pairs, plus its generations.
     Notebook 08.
 
@@ -64,13 +86,15 @@ def evaluate_model(model, tokenizer, pairs, decode: DecodeConfig, max_new_tokens
     tokens (prompt and padding masked), and the metrics of utils.evaluate.metrics.evaluate_generations
     for completions sampled with `decode` (seeded) against the reference completions. The
     generations come back under "generations" as {prompt, reference, generation} dicts; pop
-    them before writing the numbers to metrics.json.
+    them before writing the numbers to metrics.json. With `training_poems` (stage 1's poems)
+    the longest run of words copied from them is measured too (poetry_scores).
     """
     pairs = _check_pairs(pairs)[:max_examples]
     prompts, references = [p for p, _ in pairs], [c for _, c in pairs]
     loss, dropped = completion_loss_on_pairs(model, tokenizer, pairs, max_length)
     texts = generate_batched(model, tokenizer, prompts, decode, max_new_tokens, seed, batch_size)
-    result = {**evaluate_generations(texts, references), "loss": loss,
+    result = {**evaluate_generations(texts, references), **poetry_scores(texts, training_poems),
+              "loss": loss,
               "perplexity": perplexity_from_loss(loss), "n_examples": len(pairs),
               "loss_rows_dropped": dropped, "max_new_tokens": max_new_tokens or decode.max_new_tokens,
               "seed": seed}

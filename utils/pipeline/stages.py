@@ -183,7 +183,8 @@ def stage_evaluate(ctx: Context) -> None:
     decode, seed = ctx.profile.decode, ctx.profile.stage2.seed
     scores = evaluate_model(model, ctx.tokenizer(), ctx.data().instructions["test"], decode,
                             max_examples=EVAL_MAX_EXAMPLES, seed=seed,
-                            max_length=ctx.profile.data.max_length)
+                            max_length=ctx.profile.data.max_length,
+                            training_poems=ctx.data().poems["train"])
     generations = scores.pop("generations")
     result = {"model": name, **split_losses(ctx, model), **scores}
     rows = [{"split": "test", **g, "seed": seed, "decode": decode.generate_kwargs()}
@@ -193,7 +194,8 @@ def stage_evaluate(ctx: Context) -> None:
     print(f"evaluate ({name}) on {scores['n_examples']} test pairs: loss {scores['loss']:.4f}, "
           f"perplexity {scores['perplexity']:.1f}, BLEU {scores['bleu']:.2f}, "
           f"ROUGE-L {scores['rouge_l']:.3f}, distinct-2 {scores['distinct_2']:.3f}, "
-          f"rhyme rate {scores['rhyme_rate']:.3f}")
+          f"rhyme rate {scores['rhyme_rate']:.3f}, rhyme pairs {scores['rhyme_pair_rate']:.3f}, "
+          f"meter {scores['meter_score']:.3f}, longest copied run {scores['memorised_words']} words")
     learned = learning_report(learning_models(ctx), ctx.tokenizer(), ctx.data(), ctx.profile)
     registry.update_metrics(ctx.run_dir, "learning", learned)
     print_learning(learned)

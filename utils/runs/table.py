@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from utils.config import runs_dir
-from utils.evaluate.evaluation import EVAL_KEYS
+from utils.evaluate.evaluation import EVAL_KEYS, MEMORISED
 from utils.evaluate.metrics import perplexity_from_loss
 from utils.runs import registry
 
@@ -89,7 +89,7 @@ def run_row(run_dir: Path) -> dict:
            "test loss": test_loss, "perplexity": perplexity_from_loss(test_loss),
            "steps": _number(s2.get("global_step")), "stages": ",".join(metrics)}
     row["effective batch"] = _number(row["batch"]) * _number(row["accumulation"])  # nan if either is
-    row.update({key: ev[key] for key in EVAL_KEYS if key in ev and key != "perplexity"})
+    row.update({key: ev[key] for key in (*EVAL_KEYS, MEMORISED) if key in ev and key != "perplexity"})
     prefer = _section(metrics, "preference", registry.METRICS)
     row.update({column: prefer[key] for key, column in PREFERENCE_COLUMNS.items() if key in prefer})
     return row
@@ -107,7 +107,7 @@ def runs_table(root=None) -> pd.DataFrame:
             warnings.warn(f"skipping run {name!r} in {root}: {error}", BrokenRunWarning, stacklevel=2)
     columns = ["run", "experiment", "profile", *SEED_COLUMNS, "val perplexity", "effective batch",
                "steps", "test loss", "perplexity", "stages"]
-    optional = [*EVAL_KEYS, *PREFERENCE_COLUMNS.values()]
+    optional = [*EVAL_KEYS, MEMORISED, *PREFERENCE_COLUMNS.values()]
     columns += [k for k in optional if k not in columns and any(k in r for r in rows)]
     table = pd.DataFrame(rows, columns=columns)
     return table.assign(source="measured here")
