@@ -59,6 +59,10 @@ class RunOptions:
     drop_contaminated: str | None = _flag(
         None, "drop stage-1 poems or stage-2 rows that overlap the other dataset (default: none)",
         choices=CONTAMINATION_DROPS)
+    rehearse: bool = _flag(False, "a real profile's architecture with random weights, a few steps of every "
+                                  "stage at batch 1 (--max-steps, default 2; --max-rows, default 8), "
+                                  "offline: peak memory per stage against the calculator, tokens/s "
+                                  "and the full run's estimated time; nothing is learned")
 
     def __post_init__(self):
         if self.packing not in PACKING:
