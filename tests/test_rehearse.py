@@ -112,7 +112,7 @@ def test_deepseek_rehearses_its_architecture_and_tokenizer_at_reduced_size(tmp_p
 def test_the_full_run_plan_counts_the_real_profiles_steps(gpt2_tok):
     from utils.config import get_profile
     from utils.data.prepare import prepare_data
-    from utils.pipeline.rehearse import full_run_plan
+    from utils.pipeline.rehearsal import full_run_plan
 
     gpt2 = get_profile("gpt2")
     prepared = prepare_data(gpt2.replace(data={"source": "sample"}), gpt2_tok)
@@ -121,3 +121,21 @@ def test_the_full_run_plan_counts_the_real_profiles_steps(gpt2_tok):
     # 5 epochs of the kept rows in steps of 2 x 16 = 32 rows
     assert plan["stage2"]["optimizer_steps"] == -(-5 * rows // 32) and plan["stage2"]["epochs"] == 5
     assert plan["stage1"]["tokens"] == plan["stage1"]["rows"] * 512  # one epoch of full blocks
+
+
+def test_a_rehearsal_too_big_for_this_cpu_stops_first(monkeypatch, capsys):
+    """deepseek's full size on a CPU with 8 GiB free: one line, before any model is built."""
+    from utils.models import memory
+    from utils.pipeline import job, rehearsal as rehearse
+
+    monkeypatch.setattr(rehearse, "free_memory_bytes", lambda: 8 * memory.GB)
+    monkeypatch.setattr(rehearse, "build_standin", lambda *a: 1 / 0)  # must not be reached
+    monkeypatch.setattr(rehearse, "rehearsal_config",
+                        lambda p: (reference_config("deepseek-coder-1.3b"), "the offline reference"))
+    monkeypatch.setattr(rehearse, "rehearsal_tokenizer", lambda p, c: (llama_style_tokenizer(), "stand-in"))
+    with pytest.raises(SystemExit) as stop:
+        job.cli(["--profile", "deepseek", "--rehearse"])
+    message = str(stop.value.code)
+    assert message.startswith("error: --rehearse: the deepseek profile's stage 2 (full fine-tuning, "
+                              "fp32, batch 1) needs ")
+    assert "more than the 8.0 GiB free here; rehearse it on a GPU" in message

@@ -25,7 +25,7 @@ for item in "$host_site"/torch "$host_site"/torchgen "$host_site"/functorch "$ho
   [ -e "$item" ] && ln -s "$item" "$site/"
 done
 $pip install -q --upgrade pip
-$pip install -q sympy networkx jinja2 filelock fsspec typing-extensions  # torch's own requirements
+$pip install -q sympy networkx jinja2 filelock fsspec typing-extensions "setuptools>=77"  # torch's own requirements
 $pip install -q -r tools/colab_packages.txt
 $pip freeze | sort > "$venv/before.txt"
 

@@ -261,7 +261,7 @@ def write_hub_layout(poems_dir: str | Path, instructions_dir: str | Path,
 
     Poems: the CSV at the repository's root, as on the hub. Instructions: one parquet shard
     per split, `data/<split>-00000-of-00001.parquet`, the hub's shard naming. A rehearsal
-    (utils/pipeline/rehearse.py) and the stand-in hub cache of tests/test_rehearse.py read
+    (utils/pipeline/rehearsal.py) and the stand-in hub cache of tests/test_rehearse.py read
     these through the hub path's own readers. Introduced in notebook 11.
     """
     data = data or DataConfig()

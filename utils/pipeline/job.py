@@ -184,7 +184,7 @@ def main(argv=None) -> Context:
     spec, options = parse_args(argv)
     profile = get_profile(spec.profile)
     if options.rehearse:
-        from utils.pipeline.rehearse import ROWS, STEPS, rehearse
+        from utils.pipeline.rehearsal import ROWS, STEPS, rehearse
 
         return rehearse(profile, check_stages(spec.stages), options.max_steps or STEPS,
                         options.max_rows or ROWS, spec.runs_dir and Path(spec.runs_dir) / "rehearsals")
