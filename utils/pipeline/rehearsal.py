@@ -30,14 +30,14 @@ from utils.models.memory import GB, MB, estimate_memory
 from utils.models.shapes import count_parameters, reference_config
 from utils.models.tokenizers import gpt2_tokenizer, llama_style_tokenizer, load_tokenizer
 from utils.options import DEFAULT_STAGES, RunOptions
+from utils.evaluate.evaluation import evaluate_model
 from utils.pipeline.context import Context, Inputs
+from utils.pipeline.models import final_model
 from utils.pipeline.stages import STAGES, check_inputs
 from utils.runs import registry
 
 STEPS = 2  # optimizer steps per training stage: the first pays for allocation, the second less
-# Instruction rows per split. Evaluate answers each test prompt greedily with a budget of
-# max_length (512) tokens, which a random model spends whole: 2 prompts share one batch.
-ROWS = 2
+ROWS = 2  # instruction rows per split: the 2 test prompts share one generation batch
 NOTICE = ("REHEARSAL: random weights. The losses, perplexities and text scores printed below come "
           "from an untrained model and say nothing about the course's results; read only the "
           "memory, the speed and the time.")
@@ -168,6 +168,24 @@ def stage_estimate(config, stage: str, profile: Profile, device) -> int | None:
     return estimate_memory(config, strategy, 1, profile.data.max_length, profile.stage1.lora_r)["total"]
 
 
+def evaluate_briefly(ctx: Context) -> None:
+    """The evaluate stage of a rehearsal: the final model's test loss and sampled answers
+    through the real code (evaluate_model), without the learning report, whose greedy answers
+    of max_length (512) tokens from two random models take minutes on a CPU and tell nothing."""
+    model, name = final_model(ctx)
+    decode = ctx.profile.decode
+    scores = evaluate_model(model, ctx.tokenizer(), ctx.data().instructions["test"], decode,
+                            seed=ctx.profile.stage2.seed, max_length=ctx.profile.data.max_length)
+    scores.pop("generations")
+    registry.update_metrics(ctx.run_dir, "eval", {"model": name, **scores})
+    print(f"evaluate ({name}): {scores['n_examples']} test pairs scored and answered (up to "
+          f"{decode.max_new_tokens} new tokens each); scores of random weights not shown")
+
+
+# The pipeline's stages, with the rehearsal's evaluate.
+REHEARSAL_STAGES = {**STAGES, "evaluate": evaluate_briefly}
+
+
 @contextlib.contextmanager
 def measured(row: dict):
     """Fill row with the block's seconds, peak memory (MiB) and the memory at its start."""
@@ -254,7 +272,7 @@ def rehearse_in(real: Profile, work: Path, stages: list[str], steps: int, rows: 
     for name in stages:
         print(f"\n== rehearsal: stage {name} (random weights) ==")
         with measured({"stage": name}) as row:
-            STAGES[name](ctx)
+            REHEARSAL_STAGES[name](ctx)
         estimate = stage_estimate(config, name, profile, device)
         row["calculator_mb"] = round(estimate / MB, 1) if estimate else None
         measurements.append(row)
@@ -310,4 +328,4 @@ def print_report(report: dict) -> None:
               f"tokens, {run['optimizer_steps']:,} optimizer steps of {run['effective_batch']} rows; "
               f"at {run['tokens_per_second']:,.0f} tokens/s: {run['seconds'] / 3600:.2f} h")
     print(f"  training in all: {total / 3600:.2f} h (evaluate: see its seconds above, for "
-          f"{report['rows']} test rows)")
+          f"{report['rows']} test rows; the full run also writes the learning report)")
