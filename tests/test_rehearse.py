@@ -87,6 +87,7 @@ def test_gpt2_rehearses_at_its_real_shape_offline(tmp_path):
     assert_no_library_notice(real)
 
 
+@pytest.mark.slow  # 166 s on the shared 2-core machine (load ~10)
 def test_deepseek_rehearses_its_architecture_and_tokenizer_at_reduced_size(tmp_path):
     """DeepSeek-Coder's family (Llama: RoPE with linear scaling, SwiGLU, untied embeddings) and
     tokenizer conventions (BOS added, pad == eos) at 2 layers x 256. The full 1.3B does not fit

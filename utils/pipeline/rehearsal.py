@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from utils.config import Profile, get_profile, runs_dir
+from utils.data.prepare import prepare_data
 from utils.data.sources import write_hub_layout
 from utils.data.tokenize import encode_pairs, lm_blocks
 from utils.env import current_rss, peak_memory_mb, pick_device, reset_peak_rss
@@ -241,8 +242,6 @@ def rehearse(profile: Profile | str, stages=DEFAULT_STAGES, steps: int = STEPS, 
 
 def rehearse_in(real: Profile, work: Path, stages: list[str], steps: int, rows: int) -> dict:
     """Build the stand-in model and data in `work`, run the stages measured, return the report."""
-    from utils.data.prepare import prepare_data
-
     device = pick_device()
     if real.is_tiny:  # the notebook's quick demonstration: the same steps on the tiny shape
         tok, tok_source = load_tokenizer(real), "the profile's own (offline)"
