@@ -67,6 +67,10 @@ class RunOptions:
                                                      "profile's PreferenceConfig)")
     prefer_beta: float | None = _flag(None, "prefer (DPO): beta, how strongly the tuned model is "
                                             "held near the stage-2 model (default 0.1)")
+    rehearse: bool = _flag(False, "a real profile's architecture with random weights, a few steps of every "
+                                  "stage at batch 1 (--max-steps, default 2; --max-rows, default 8), "
+                                  "offline: peak memory per stage against the calculator, tokens/s "
+                                  "and the full run's estimated time; nothing is learned")
 
     def __post_init__(self):
         if self.packing not in PACKING:

@@ -41,7 +41,9 @@ sys.path.insert(0, str(root))
 from utils import env
 if env.in_colab():
     env.install_colab_requirements()
-env.describe();'''
+env.describe()
+from utils.models import setup_check
+setup_check();  # on a GPU: does the profile fit? Told now, with the options, before any download'''
 
 PARAMETERS_TAG = "parameters"
 

@@ -331,3 +331,29 @@ def data_folders_for(which: str, data: DataConfig) -> tuple[Path, Path | None]:
     if which == "poems":
         return hub_snapshot(data.poems_dataset, [data.poems_file]), None
     return hub_snapshot(data.instructions_dataset, ["*.parquet", "*.jsonl", "*.csv"]), None
+
+
+# ---------------------------------------------------------------- the sample in the hub's layout
+
+
+def write_hub_layout(poems_dir: str | Path, instructions_dir: str | Path,
+                     data: DataConfig | None = None) -> dict[str, Path]:
+    """Copy data/sample into the two hub repositories' file layouts; returns {name: path}.
+
+    Poems: the CSV at the repository's root, as on the hub. Instructions: one parquet shard
+    per split, `data/<split>-00000-of-00001.parquet`, the hub's shard naming. A rehearsal
+    (utils/pipeline/rehearsal.py) and the stand-in hub cache of tests/test_rehearse.py read
+    these through the hub path's own readers. Introduced in notebook 11.
+    """
+    data = data or DataConfig()
+    poems_dir, instructions_dir = Path(poems_dir), Path(instructions_dir)
+    written = {"poems": poems_dir / data.poems_file}
+    poems_dir.mkdir(parents=True, exist_ok=True)
+    written["poems"].write_bytes((data.sample_dir / data.poems_file).read_bytes())
+    samples = find_instruction_files(data.sample_dir, exclude=data.sample_dir / data.poems_file)
+    for split, paths in samples.items():
+        frame = pd.concat([pd.read_json(p, lines=True) for p in paths], ignore_index=True)
+        written[split] = instructions_dir / "data" / f"{split}-00000-of-00001.parquet"
+        written[split].parent.mkdir(parents=True, exist_ok=True)
+        frame[[CONVERSATION_COLUMN]].to_parquet(written[split], index=False)
+    return written

@@ -7,6 +7,11 @@ from utils.config import IGNORE_INDEX
 from utils.data.sources import DataError
 
 ANSWER_END = "\n"  # every completion ends with a newline, then EOS (see encode_example)
+# Tokenizing is measuring here, never feeding the model: whole poems are cut into blocks
+# afterwards and rows over max_length are dropped and counted. So the tokenizer's "sequence
+# length is longer than the specified maximum (50012 > 1024)" notice, which a long real poem
+# triggers, warns about nothing that happens; verbose=False is its own switch for it.
+QUIET = {"verbose": False}
 
 
 def encode_example(prompt: str, completion: str, tokenizer, max_length: int) -> dict:
@@ -20,8 +25,8 @@ def encode_example(prompt: str, completion: str, tokenizer, max_length: int) -> 
     19 of 31 test answers ended within 256 tokens without the newline, 31 of 31 with it).
     Raises DataError when the row would exceed max_length.
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    completion_ids = tokenizer(completion + ANSWER_END, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=True, **QUIET)["input_ids"]
+    completion_ids = tokenizer(completion + ANSWER_END, add_special_tokens=False, **QUIET)["input_ids"]
     completion_ids = completion_ids + [tokenizer.eos_token_id]
     if len(prompt_ids) >= max_length:
         raise DataError(f"prompt has {len(prompt_ids)} tokens but max_length is {max_length}; "
@@ -58,7 +63,7 @@ def filter_by_length(pairs, tokenizer, max_length: int) -> tuple[list, int]:
 
 def token_lengths(texts, tokenizer) -> list[int]:
     """Number of tokens of each text (no special tokens): the histograms of notebook 05."""
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False, **QUIET)["input_ids"]]
 
 
 def group_texts(token_lists, block_size: int, eos_token_id: int | None = None) -> list[list[int]]:
@@ -82,7 +87,7 @@ def lm_blocks(texts, tokenizer, block_size: int) -> tuple[list[dict], dict]:
 
     Returns the rows and the counts a learner should check, among them the dropped remainder.
     """
-    token_lists = tokenizer(list(texts), add_special_tokens=True)["input_ids"]  # BOS for Llama
+    token_lists = tokenizer(list(texts), add_special_tokens=True, **QUIET)["input_ids"]  # BOS for Llama
     blocks = group_texts(token_lists, block_size, tokenizer.eos_token_id)
     stream = sum(len(ids) + 1 for ids in token_lists)  # +1: the EOS after each text
     info = {"texts": len(token_lists), "tokens": stream, "block_size": block_size,

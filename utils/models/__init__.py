@@ -4,6 +4,7 @@ Notebooks 02, 04, 06, 07 and 11.
 """
 
 # What the notebooks import from this room; everything else is imported from its module.
+from .fit import setup_check
 from .loading import load_model, load_model_and_tokenizer, tiny_config
 from .lora import apply_lora, merge_lora, trainable_parameter_line
 from .shapes import (

@@ -94,6 +94,10 @@ def load_model(profile: Profile | str | None = None, tokenizer=None, path=None,
     model.loss_type = "ForCausalLM"
     if tokenizer is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer is not None and model.config.pad_token_id is None:
+        # GPT-2's config names no pad token; the Trainer would set it itself and warn "The
+        # tokenizer has new PAD/BOS/EOS tokens that differ from the model config".
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device) if device is not None else model
 
 

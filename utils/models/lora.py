@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import warnings
 
@@ -31,7 +32,14 @@ def apply_lora(model, profile: Profile | str | None = None, target_modules=None)
         # peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.2x renamed and
         # warns about on every read; the read is inside peft, so only that one notice is muted.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, lora_config(profile, target_modules))
+        peft_model = get_peft_model(model, lora_config(profile, target_modules))
+    # Saving an adapter, peft's default save_embedding_layers="auto" asks the hub for the base
+    # model's config.json to learn whether the vocabulary was resized; offline it cannot, and
+    # warns "Could not find a config file in openai-community/gpt2". The course never resizes
+    # nor targets the embeddings, so the answer is known: every save (ours, the Trainer's
+    # checkpoints) says so, and the adapter stays the LoRA weights alone.
+    peft_model.save_pretrained = functools.partial(peft_model.save_pretrained, save_embedding_layers=False)
+    return peft_model
 
 
 def trainable_parameter_line(model) -> str:

@@ -173,8 +173,18 @@ def tied_embedding_bytes(config) -> int:
 
 
 def estimate_memory(config, strategy: Strategy | str, batch_size: int = 2, seq_len: int = 512,
-                    lora_r: int = 8, attention: str = "sdpa") -> dict:
-    """Bytes of weights, gradients, optimizer states, temporaries, activations, total. Notebook 11."""
+                    lora_r: int = 8, attention: str = "sdpa", shards: int = 1) -> dict:
+    """Bytes of weights, gradients, optimizer states, temporaries, activations, total. Notebook 11.
+
+    `shards` > 1: the bytes on each of that many GPUs when FSDP (or DeepSpeed ZeRO-3) shards
+    the model (configs/accelerate_fsdp_2gpu.yaml). Each GPU then keeps 1/shards of the weights,
+    gradients and optimizer states; activations are not divided, since every GPU runs the whole
+    model on its own batch. FSDP also gathers one wrapped layer's full weights at a time for its
+    forward and backward (DeepSeek-Coder-1.3B: ~60M parameters, 0.1 GiB in half precision):
+    not counted, like the CUDA context.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1 (the number of GPUs), got {shards}")
     config = _config(config)
     st = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
     params, adapters = parameter_counts(config, lora_r)
@@ -182,7 +192,10 @@ def estimate_memory(config, strategy: Strategy | str, batch_size: int = 2, seq_l
     weights = st.weight_bytes * params + (2 * params if st.half_copy else 0)
     if st.lora:
         weights += 4 * trainable  # the fp32 adapters themselves
-    parts = {"weights": weights, "gradients": 4 * trainable, "optimizer": 8 * trainable,
+    parts = {"weights": weights // shards, "gradients": 4 * trainable // shards,
+             "optimizer": 8 * trainable // shards,
+             # the tied embedding's gradient pieces exist whole on each GPU before FSDP's
+             # reduce-scatter shards their sum: not divided
              "temporaries": 0 if st.lora else tied_embedding_bytes(config),
              "activations": activation_bytes(config, batch_size, seq_len, st.activation_bytes,
                                              st.checkpointing, attention)}

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from utils.config import Profile, get_profile, runs_dir
 from utils.models.files import StorageError, storage_error
+from utils.models.fit import check_gpu_memory
 from utils.models.hub import HubUnavailableError
 from utils.options import (
     DEFAULT_STAGES,
@@ -52,6 +53,7 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
     profile, stages, run_dir = options.apply(get_profile(profile)), check_stages(stages), Path(run_dir)
     # Every process checks, before anything is written.
     changes = check_run(profile, run_dir, options, stages, config_extra.get("notebook"))
+    check_memory_first(profile, stages)
     rank, world = init_distributed()
     if rank == 0:
         try:
@@ -100,6 +102,20 @@ def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages, owne
     elif not run_guard.is_leftover(run_dir):
         registry.check_new_run(run_dir)
     return {}
+
+
+# The stages whose model the memory calculator sizes (utils/models/fit.py).
+TRAINING_STAGES = {"stage1", "stage2", "prefer"}
+
+
+def check_memory_first(profile: Profile, stages) -> None:
+    """The GPU memory guard before the tokenizer, the datasets and the weights are downloaded.
+
+    Inside load_model alone it came after the data stage had fetched the tokenizer and the
+    poems: a T4 with the deepseek profile waited for two downloads to be told it cannot train.
+    """
+    if TRAINING_STAGES & set(stages):
+        check_gpu_memory(profile)
 
 
 def start_run_dir(run_dir: Path, profile: Profile, options: RunOptions, changes: dict,
@@ -172,6 +188,11 @@ def main(argv=None) -> Context:
     """Parse the command line, normalise the profile once, and run."""
     spec, options = parse_args(argv)
     profile = get_profile(spec.profile)
+    if options.rehearse:
+        from utils.pipeline.rehearsal import ROWS, STEPS, rehearse
+
+        return rehearse(profile, check_stages(spec.stages), options.max_steps or STEPS,
+                        options.max_rows or ROWS, spec.runs_dir and Path(spec.runs_dir) / "rehearsals")
     name = spec.run_name or f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = registry.run_path(name, Path(spec.runs_dir or runs_dir()))
     command = "python -m utils.pipeline " + " ".join(sys.argv[1:] if argv is None else argv)
