@@ -10,6 +10,7 @@ and the weights, by `loading.load_model` before `from_pretrained`, and by the se
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 
