@@ -122,10 +122,14 @@ def _measure_here(model, strategy, batch_size, seq_len, steps, checkpointing, ch
         torch.set_num_threads(threads)
     if model == "tiny":
         load_tokenizer("tiny")  # its caches belong to the imports, not to the model
-    _warm_up_autograd()
-    before_build = current_rss()
+    # Every import before the first reading: importing a room runs its __init__ (utils.train's
+    # brings the Trainer, accelerate and more), and that is library memory, not model memory.
+    import utils.models.lora  # noqa: F401  (_build's imports, loaded here)
     from utils.train.chunked_loss import lm_loss
     from utils.train.savers import LeanLoRA, set_checkpointing
+
+    _warm_up_autograd()
+    before_build = current_rss()
 
     net = _build(model, strategy)
     if strategy == "lora" and (checkpointing or fused_gelu):
