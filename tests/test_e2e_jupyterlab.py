@@ -113,7 +113,10 @@ def test_playground_generates_in_jupyterlab(lab_env):
         time.sleep(0.5)  # the new slider value reaches the kernel before the click
         before = output.inner_text()
         generate.click()
-        shown = lab.wait_text_change(output, before, timeout_s=90)
+        # The widget clears its output first; wait for the printed run, or an error.
+        shown = lab.wait_text_change(
+            output, before, timeout_s=90, until=lambda t: "max_new_tokens=" in t or "error:" in t
+        )
         _screenshot(lab_env, page, area, "03-playground-after")
         assert f"max_new_tokens={max_new_tokens}" in shown
         assert area.locator("textarea").first.input_value() in shown  # prompt + continuation
@@ -135,14 +138,14 @@ def test_rater_records_a_click_in_jupyterlab(lab_env):
         # No name yet: the rater refuses, says why, and writes nothing.
         before = area.inner_text()
         button_a.click()
-        refused = lab.wait_text_change(area, before)
+        refused = lab.wait_text_change(area, before, until=lambda t: "type your name" in t or "rror" in t)
         assert "type your name" in refused
         assert _csv_rows(path) == rows_before
 
         area.locator(".widget-text input").first.fill(RATER_NAME)
         time.sleep(0.5)  # the typed name reaches the kernel before the click
         button_a.click()
-        saved = lab.wait_text_change(area, refused)
+        saved = lab.wait_text_change(area, refused, until=lambda t: "Saved" in t or "rror" in t)
         _screenshot(lab_env, page, area, "09-rater-after")
         assert "Saved: pair 1 (a)." in saved
         assert "pair 2 of" in saved

@@ -330,12 +330,17 @@ def nudge_slider(slider_locator, steps: int) -> str:
     return wait_text_change(slider_locator.locator(".widget-readout").first, before, 10).strip()
 
 
-def wait_text_change(locator, before: str, timeout_s: float = 60) -> str:
-    """Poll a locator's text until it differs from `before`; return the new text."""
+def wait_text_change(locator, before: str, timeout_s: float = 60, until=None) -> str:
+    """Poll a locator's text until it differs from `before`; return the new text.
+
+    A widget that clears its output before printing passes through an empty text on the way,
+    so a caller that knows what the new text holds gives `until` (a test on the text) and the
+    poll waits for it, not for the first change.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = locator.inner_text()
-        if text != before:
+        if text != before and (until is None or until(text)):
             return text
         time.sleep(0.25)
     raise AssertionError(f"text did not change in {timeout_s:.0f} s; still:\n{before[:1000]}")
