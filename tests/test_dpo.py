@@ -169,7 +169,7 @@ def test_prefer_is_an_optional_pipeline_stage_that_records_its_metrics(tiny_full
     from utils.runs import registry
     from utils.runs import table as runs
 
-    assert options.STAGE_NAMES[-1] == "prefer" and "prefer" not in options.DEFAULT_STAGES
+    assert "prefer" in options.STAGE_NAMES and "prefer" not in options.DEFAULT_STAGES
     seen = {}
 
     def fake_prefer(model_dir, tokenizer, profile, output_dir, prompts, eval_prompts, cfg=None):

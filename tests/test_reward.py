@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from utils.prefer.reward import (RewardConfig, completion_token_logps, group_advantages,
-                                 poem_reward, policy_loss, prompt_batches, repeated_line_share,
-                                 rollouts)
+from utils.evaluate.poetry import rhyme_class
+from utils.prefer.reward import (RewardConfig, completion_token_logps, end_word_advantages,
+                                 group_advantages, group_novelty, pair_score, poem_reward,
+                                 policy_loss, prompt_batches, repeated_line_share, rhyme_scores,
+                                 rollouts, token_advantages)
 
 COUPLET = "The garden wakes in light,\nthe frost lets go at last of night"
 UNRHYMED = "The garden wakes in light,\nthe frost lets go at noon"
@@ -24,9 +26,34 @@ def test_poem_reward_pays_for_rhyme_and_charges_for_repetition():
     assert poem_reward(repeated, config) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["", "   \n\n", "one line with no newline", "one line\n\n"])
+def test_pair_score_pays_perfect_then_near_rhymes():
+    assert pair_score("in the light", "at night", 0.5) == 1.0
+    assert pair_score("my love", "to prove", 0.5) == 0.5  # slant
+    assert pair_score("all day", "the gate", 0.3) == 0.3  # assonance
+    assert pair_score("the day", "the day", 0.5) == 0.0  # the same word is no rhyme
+    assert pair_score("zarking", "blarking", 0.5) == 0.0  # a spelling guess earns nothing
+    assert pair_score("the day", "a dog", 0.5) == 0.0
+    assert rhyme_class("the sound of", "my love") == "perfect"  # "of" AH1 V: the dictionary's
+    assert pair_score("the sound of", "my love", 0.5) == 0.0  # but a line does not end on "of"
+
+
+@pytest.mark.parametrize("text", ["", "   \n\n", "one line with no newline", "one line\n\nanother"])
 def test_degenerate_answers_get_the_penalty(text):
     assert poem_reward(text, RewardConfig(degenerate_penalty=0.7)) == -0.7
+
+
+def test_rhyme_scores_mark_each_end_word_and_its_line_break():
+    text = "The garden wakes in light,\nthe frost lets go at night\n\nso green,\n!!"
+    scored = rhyme_scores(text, 0.5)
+    assert [(text[a:b], score) for a, b, score in scored] == [("night\n", 1.0), ("!!", 0.0)]
+    # one score per consecutive pair, as poetry.line_pairs counts them (never across stanzas)
+    assert len(scored) == 2
+
+
+def test_group_novelty_is_the_share_of_bigrams_no_groupmate_has():
+    texts = ["a b c", "a b d", "x y", "x y"]
+    assert group_novelty(texts, 2) == [0.5, 0.5, 0.0, 0.0]  # "b c" and "b d" are their own
+    assert group_novelty(["", "a b"], 2) == [0.0, 1.0]
 
 
 def test_repeated_line_share_ignores_case_and_punctuation():
@@ -74,10 +101,38 @@ def test_group_advantages_match_trl(scale, tmp_path):
     assert torch.allclose(out["advantages"].cpu(), group_advantages(rewards, 4, scale), atol=1e-6)
 
 
+def test_end_word_advantages_centre_on_the_group_of_end_words():
+    scores = [[1.0, 0.0], [0.0], [0.5], []]  # two groups of two answers
+    advantages = end_word_advantages(scores, 2, scale=False)
+    assert advantages[:2] == [[pytest.approx(2 / 3), pytest.approx(-1 / 3)], [pytest.approx(-1 / 3)]]
+    assert advantages[2:] == [[0.0], []]  # one end word in the group: nothing to compare
+    scaled = end_word_advantages(scores, 2)
+    assert scaled[0][0] == pytest.approx((2 / 3) / (math.sqrt(1 / 3) + 1e-4))
+
+
+def test_token_advantages_add_rhyme_credit_on_end_word_tokens():
+    from utils.models.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    texts = ["In the light\nat night", "In the light\nat noon"]  # one group of two
+    ids = [tok(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    batch = {"texts": texts,
+             "completion_ids": torch.tensor([row + [tok.eos_token_id] * (width - len(row)) for row in ids]),
+             "completion_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])}
+    config = RewardConfig(group_size=2, novelty_weight=0.0, scale_rewards=False)
+    advantages = token_advantages(batch, tok, config)
+    # equal form (no repetition): only the last word differs, by its rhyme: 1 against 0
+    night = len(ids[0]) - 1  # " night" is the last token of the first answer
+    assert advantages[0, night].item() == pytest.approx(0.5)
+    assert advantages[1, len(ids[1]) - 1].item() == pytest.approx(-0.5)
+    assert advantages[:, :night].abs().max().item() == 0.0  # "In the light\nat": no credit
+
+
 def test_policy_loss_is_minus_advantage_weighted_logp_plus_kl():
     logps = torch.tensor([[-1.0, -2.0], [-0.5, -9.0]])
     mask = torch.tensor([[1, 1], [1, 0]])  # the second answer ended after one token
-    advantages = torch.tensor([1.0, -2.0])
+    advantages = torch.tensor([[1.0, 1.0], [-2.0, -2.0]])
     loss, kl = policy_loss(logps, None, advantages, mask, beta=0.1)
     assert loss.item() == pytest.approx(-(1.0 * (-1.0 - 2.0) + (-2.0) * (-0.5)) / 3)
     assert kl == 0.0
@@ -100,7 +155,8 @@ def test_prompt_batches_cover_every_prompt_each_pass():
 @pytest.mark.parametrize("field, value", [
     ("max_steps", 0), ("group_size", 1), ("prompts_per_step", 0), ("learning_rate", 0.0),
     ("beta", float("nan")), ("beta", -0.1), ("temperature", float("inf")), ("max_new_tokens", 0),
-    ("repetition_weight", -1.0), ("eval_samples_per_prompt", 1),
+    ("repetition_weight", -1.0), ("near_rhyme_weight", float("nan")), ("novelty_weight", -0.5),
+    ("eval_samples_per_prompt", 1),
 ])
 def test_reward_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -120,12 +176,127 @@ def test_rollouts_mask_after_eos_and_logps_match_the_sampler():
     ends = batch["completion_mask"].sum(dim=1)
     for row, n in zip(batch["completion_ids"], ends):
         assert (row[:n - 1] != tok.eos_token_id).all()  # no EOS before the last kept token
-    # the scored log-probabilities are those of each row run on its own, without padding
+    # the scored log-probabilities are those of each row run on its own, without padding, at
+    # the rollouts' temperature
     logps = completion_token_logps(model, batch, config.temperature)
     for i in (0, 5):
         prompt = batch["prompt_ids"][i][batch["prompt_mask"][i].bool()]
         ids = torch.cat([prompt, batch["completion_ids"][i][:ends[i]]]).unsqueeze(0)
         with torch.no_grad():
-            alone = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            logits = model(input_ids=ids).logits[0, :-1].float() / config.temperature
+            alone = torch.log_softmax(logits, dim=-1)
         expected = alone[-int(ends[i]):].gather(-1, ids[0, -int(ends[i]):, None]).squeeze(-1)
         assert torch.allclose(logps[i, :ends[i]], expected, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the pipeline stage
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a busy 2-core machine can take three times as long
+def test_reward_stage_raises_the_rhyme_pair_rate_without_collapse(tiny_full_run):
+    """The done-when, as a user runs it: `python -m utils.pipeline --resume --stages reward` on
+    a finished tiny run, then metrics.json["reward"] and the runs table."""
+    from utils.models.loading import load_model
+    from utils.pipeline import job as pipeline
+    from utils.runs import registry
+    from utils.runs import table as runs
+
+    run = tiny_full_run.run_dir
+    pipeline.main(["--runs-dir", str(run.parent), "--run-name", run.name, "--resume",
+                   "--num-samples", "1", "--stages", "reward"])  # the fixture's settings
+    metrics = registry.read_json(run / registry.METRICS)["reward"]
+    print({k: v for k, v in metrics.items() if k != "config"})
+    assert metrics["steps"] == RewardConfig().max_steps and len(metrics["reward_per_step"]) == metrics["steps"]
+    assert metrics["rhyme_pair_rate_after"] - metrics["rhyme_pair_rate_before"] >= 0.15
+    assert metrics["distinct_2_after"] >= 0.9 * metrics["distinct_2_before"]
+    assert metrics["kl_last_step"] >= 0 and metrics["wall_seconds"] > metrics["train_seconds"] > 0
+    assert metrics["memorised_words"] >= 0
+    tuned = load_model("tiny", tokenizer=tiny_full_run.tokenizer(), path=run / registry.REWARD_MODEL)
+    assert sum(p.numel() for p in tuned.parameters()) > 0
+    row = runs.runs_table(run.parent).set_index("run").loc[run.name]
+    assert row["reward: rhyme after"] == metrics["rhyme_pair_rate_after"]
+
+
+def test_reward_is_an_optional_stage_that_records_its_metrics(tiny_full_run, monkeypatch):
+    from utils import options
+    from utils.pipeline import reward_stage, stages
+    from utils.runs import registry
+    from utils.runs import table as runs
+
+    assert "reward" in options.STAGE_NAMES and "reward" not in options.DEFAULT_STAGES
+    seen = {}
+
+    def fake_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompts, cfg=None,
+                   training_poems=()):
+        seen.update(model_dir=model_dir, output_dir=output_dir, prompts=len(prompts), cfg=cfg,
+                    poems=len(training_poems))
+        return {"rhyme_pair_rate_before": 0.1, "rhyme_pair_rate_after": 0.3, "kl_last_step": 0.2}
+
+    monkeypatch.setattr(reward_stage, "reward_stage", fake_stage)  # the real one: test above
+    tiny_full_run.options = options.RunOptions(num_samples=1, reward_max_steps=3, reward_beta=0.0)
+    stages.STAGES["reward"](tiny_full_run)
+    run = tiny_full_run.run_dir
+    assert seen["model_dir"] == run / registry.STAGE2_MODEL
+    assert seen["output_dir"] == run / registry.REWARD_MODEL and seen["prompts"] > 0 and seen["poems"] > 0
+    assert (seen["cfg"].max_steps, seen["cfg"].beta) == (3, 0.0)  # the --reward-* flags reach it
+    written = registry.read_json(run / registry.METRICS)["reward"]
+    assert written["rhyme_pair_rate_after"] == 0.3
+    row = runs.runs_table(run.parent).set_index("run").loc[run.name]
+    assert row["reward: rhyme after"] == 0.3 and row["reward: KL"] == 0.2
+
+
+def test_the_reward_stage_needs_stage2_and_says_how_to_get_it(tmp_path):
+    from utils.pipeline.context import Context
+    from utils.pipeline.reward_stage import stage_reward
+    from utils.runs.registry import RunNotFoundError
+
+    with pytest.raises(RunNotFoundError, match=r"stage2/model is missing.*--stages data,stage1,merge,stage2,reward"):
+        stage_reward(Context("tiny", tmp_path / "r"))
+
+
+def test_the_memory_check_sizes_the_reward_stage_when_it_runs(monkeypatch):
+    from utils.models import fit
+    from utils.models.memory import estimate_memory, parameter_counts
+    from utils.models.shapes import reference_config
+    from utils.pipeline import job
+    from utils.prefer import reward
+
+    seen = {}
+    monkeypatch.setattr(job, "check_gpu_memory", lambda profile, extra=None: seen.update(extra=extra))
+    job.check_memory_first(fit.get_profile("gpt2"), ["stage2"])
+    assert seen["extra"] is None
+    job.check_memory_first(fit.get_profile("gpt2"), ["reward"])
+    (label, estimate), = seen["extra"].items()
+    assert label == reward.MEMORY_LABEL
+    config, cfg = reference_config("gpt2"), reward.reward_config("gpt2")
+    rows, seq = cfg.prompts_per_step * cfg.group_size, reward.PROMPT_TOKENS + cfg.max_new_tokens
+    by_hand = (estimate_memory(config, "full fp32", rows, seq)["total"]  # policy, AdamW
+               + 4 * parameter_counts(config)[0])  # the frozen fp32 reference
+    assert estimate(config, 1) == by_hand
+    no_reference = reward.memory_estimate(reward.reward_config("gpt2", beta=0.0))
+    assert no_reference(config, 1) == by_hand - 4 * parameter_counts(config)[0]
+    # and the card check lists it beside stages 1 and 2
+    found = fit.check_gpu_memory("gpt2", card_bytes=80 * 2**30, extra=seen["extra"])
+    assert set(found) == {"stage 1 (LoRA r=8, fp32 base)", "stage 2 (full fine-tuning, mixed precision)",
+                          reward.MEMORY_LABEL}
+
+
+def test_compare_tuned_measures_every_model_on_the_same_prompts():
+    from utils.config import get_profile
+    from utils.models.loading import build_tiny_model
+    from utils.models.tokenizers import load_tokenizer
+    from utils.prefer.compare import compare_tuned, log_ratio
+
+    tok = load_tokenizer("tiny")
+    start, other = build_tiny_model("tiny", tok, seed=0), build_tiny_model("tiny", tok, seed=1)
+    prompts = ["User: a poem about rain\nAssistant:", "User: the sea\nAssistant:"]
+    answers = [["grey rain\non the roof"], ["salt wind"]]
+    assert log_ratio(start, start, tok, prompts, answers) == 0.0
+    assert log_ratio(other, start, tok, prompts, answers) != 0.0
+    decode = get_profile("tiny").decode
+    table = compare_tuned(start, {"other": other}, tok, prompts, decode.__class__(max_new_tokens=8),
+                          training_poems=["grey rain on the roof of the house"], seed=0)
+    assert list(table.index) == ["stage 2 (start)", "other"]
+    assert table.loc["stage 2 (start)", "log-ratio to start"] == 0.0
+    assert 0 <= table.loc["other", "rhyme-pair rate"] <= 1 and 0 <= table.loc["other", "distinct-2"] <= 1

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from utils.config import CONTAMINATION_DROPS, PROFILES, Profile
 
-STAGE_NAMES = ("data", "stage1", "merge", "stage2", "evaluate", "report", "prefer")  # run order
-DEFAULT_STAGES = STAGE_NAMES[:-1]  # prefer (stage 3, DPO) runs only when asked for
+STAGE_NAMES = ("data", "stage1", "merge", "stage2", "evaluate", "report", "prefer", "reward")  # run order
+NAMED_ONLY = ("prefer", "reward")  # stage 3 (DPO) and the reward stage run only when asked for
+DEFAULT_STAGES = tuple(s for s in STAGE_NAMES if s not in NAMED_ONLY)
 PACKING = ("auto", "on", "off")
 
 
@@ -32,7 +33,8 @@ class RunSpec:
 
     profile: str | None = _flag(None, f"one of {', '.join(PROFILES)} (default: $POET_PROFILE or tiny)")
     stages: str = _flag(",".join(DEFAULT_STAGES), f"comma-separated, from: {', '.join(STAGE_NAMES)} "
-                                                  "(prefer: stage 3, DPO, only when named)")
+                                                  "(prefer: stage 3, DPO; reward: the rhyme reward; "
+                                                  "both only when named)")
     run_name: str | None = _flag(None, "folder under runs/ (default: <profile>-<date>-<time>)")
     runs_dir: str | None = _flag(None, "where run folders live (default: $POET_RUNS_DIR or runs/)")
 
@@ -67,6 +69,13 @@ class RunOptions:
                                                      "profile's PreferenceConfig)")
     prefer_beta: float | None = _flag(None, "prefer (DPO): beta, how strongly the tuned model is "
                                             "held near the stage-2 model (default 0.1)")
+    # The reward stage's settings (utils/prefer/reward.py's RewardConfig), likewise its own.
+    reward_max_steps: int | None = _flag(None, "reward: policy-gradient steps (default: the "
+                                               "profile's RewardConfig)")
+    reward_learning_rate: float | None = _flag(None, "reward: learning rate (default: the "
+                                                     "profile's RewardConfig)")
+    reward_beta: float | None = _flag(None, "reward: weight of the KL penalty to the stage-2 "
+                                            "model (default 0.04)")
     rehearse: bool = _flag(False, "a real profile's architecture with random weights, a few steps of every "
                                   "stage at batch 1 (--max-steps, default 2; --max-rows, default 8), "
                                   "offline: peak memory per stage against the calculator, tokens/s "
@@ -98,10 +107,17 @@ class RunOptions:
                  "beta": self.prefer_beta}
         return {k: v for k, v in given.items() if v is not None}
 
+    def reward_changes(self) -> dict:
+        """The RewardConfig fields the reward flags set ({} when none is given)."""
+        given = {"max_steps": self.reward_max_steps, "learning_rate": self.reward_learning_rate,
+                 "beta": self.reward_beta}
+        return {k: v for k, v in given.items() if v is not None}
+
 
 # The smallest value each number may take; None: not given, the profile's value holds.
 MINIMA = {"epochs": 0.0, "learning_rate": 0.0, "max_steps": 1, "save_steps": 1, "max_rows": 1,
-          "num_samples": 0, "prefer_max_steps": 1, "prefer_learning_rate": 0.0, "prefer_beta": 0.0}
+          "num_samples": 0, "prefer_max_steps": 1, "prefer_learning_rate": 0.0, "prefer_beta": 0.0,
+          "reward_max_steps": 1, "reward_learning_rate": 0.0, "reward_beta": 0.0}
 
 
 def check_numbers(options: "RunOptions") -> None:

@@ -22,7 +22,7 @@ from utils.config import IGNORE_INDEX
 from utils.models.loading import eval_mode
 
 _PUNCT = re.compile(r"[^\w\s]")
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
+WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # a word: letters; keeps "o'er", not quotes around it
 _ALNUM = re.compile(r"[^\W_]+")  # runs of letters and digits in any script
 
 
@@ -256,7 +256,7 @@ def line_stats(text: str) -> tuple[int, float]:
 
 
 def _clean_word(word, name: str = "word") -> str:
-    found = _WORD.findall(_check_str(word, name).lower())  # "Door," -> "door"
+    found = WORD.findall(_check_str(word, name).lower())  # "Door," -> "door"
     return found[-1] if found else ""
 
 
@@ -278,7 +278,7 @@ def syllables(word: str) -> int:
 def syllables_per_line(text: str) -> list[int]:
     """Syllable count of each non-empty line (words as `syllables` counts them).
     Introduced in notebook 08_evaluation."""
-    return [sum(syllables(w) for w in _WORD.findall(line)) for line in _lines(text)]
+    return [sum(syllables(w) for w in WORD.findall(line)) for line in _lines(text)]
 
 
 def _rhyming_parts(word: str) -> set[str]:

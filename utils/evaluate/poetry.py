@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import pronouncing
 
-from utils.evaluate.metrics import syllables
+from utils.evaluate.metrics import WORD, syllables
 
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters; keeps "o'er", drops quotes around it
 _SPELLED_TAIL = re.compile(r"[aeiouy]+[^aeiouy]*e?$")  # last sounded vowel on: "conspire" -> "ire"
 
 # What rhyme_class can answer, strongest first. 'spelling' and 'unknown' are guesses about
@@ -49,7 +48,7 @@ RHYMES_WITH_SLANT = RHYMES + ("slant",)
 def words(text: str) -> list[str]:
     """The lowercased words of a text, punctuation dropped ("O'er the sea!" -> ["o'er", "the", "sea"]).
     Introduced in notebook 08_evaluation."""
-    return _WORD.findall(text.lower())
+    return WORD.findall(text.lower())
 
 
 def end_word(line: str) -> str:

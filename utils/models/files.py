@@ -83,6 +83,13 @@ def building(folder: str | Path, enabled: bool = True):
 # ---------------------------------------------------------------- checks before loading
 
 
+
+def save_model_folder(model, tokenizer, folder) -> None:
+    """Save a model and its tokenizer whole or not at all; a full disk is a StorageError."""
+    with building(folder) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+
 def safetensors_problem(path: Path) -> str | None:
     """Why a .safetensors file is cut off or unreadable, read from its header alone; None if whole."""
     size = path.stat().st_size

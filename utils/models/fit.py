@@ -50,17 +50,21 @@ def model_config(profile: Profile):
     return AutoConfig.from_pretrained(name)  # a few kB; the weights come later
 
 
-def stage_estimates(profile: Profile, config, shards: int = 1) -> dict[str, int]:
+def stage_estimates(profile: Profile, config, shards: int = 1, extra=None) -> dict[str, int]:
     """Estimated peak bytes of stage 1 (LoRA, fp32 base) and stage 2 (full, mixed precision),
-    per GPU when `shards` GPUs share the model (FSDP)."""
+    and of the `extra` stages ({name: estimate(config, shards) -> bytes}, from the rooms above,
+    such as the reward stage's); per GPU when `shards` GPUs share the model (FSDP)."""
     seq = profile.data.max_length
     s1, s2 = profile.stage1, profile.stage2
-    return {"stage 1 (LoRA r=%d, fp32 base)" % s1.lora_r: estimate_memory(
+    found = {"stage 1 (LoRA r=%d, fp32 base)" % s1.lora_r: estimate_memory(
                 config, "LoRA r=8, fp32 base", s1.per_device_train_batch_size, seq, s1.lora_r,
                 shards=shards)["total"],
             "stage 2 (full fine-tuning, mixed precision)": estimate_memory(
                 config, "full mixed precision", s2.per_device_train_batch_size, seq,
                 shards=shards)["total"]}
+    for name, estimate in (extra or {}).items():
+        found[name] = estimate(config, shards)
+    return found
 
 
 def options(profile: Profile, config, gpus: int = 1) -> list[str]:
@@ -104,13 +108,14 @@ def gpu_count() -> int:
 
 def check_gpu_memory(profile: Profile | str | None = None, card_bytes: int | None = None,
                      ignore: bool | None = None, shards: int | None = None,
-                     gpus: int | None = None) -> dict | None:
+                     gpus: int | None = None, extra=None) -> dict | None:
     """Stop (GPUMemoryError) when a stage's estimate exceeds the card, unless asked to go on.
 
     `shards`: GPUs the model is sharded over (default: fsdp_shards()); the estimates are then
     per GPU. `gpus`: GPUs on the machine (default: counted; 1 with a given card_bytes), which
     adds sharding to the options when more than one. Returns {stage: bytes} when checked,
-    None where there is nothing to check (a tiny profile, no CUDA GPU, or a model the
+    `extra`: more stages to size (stage_estimates). None where there is nothing to check (a
+    tiny profile, no CUDA GPU, or a model the
     calculator cannot describe offline).
     """
     profile = get_profile(profile)
@@ -124,7 +129,7 @@ def check_gpu_memory(profile: Profile | str | None = None, card_bytes: int | Non
     except (OSError, ValueError) as error:  # offline and unknown: from_pretrained will say why
         print(f"memory check skipped: no config for {profile.model.model_name_or_path} ({error})")
         return None
-    estimates = stage_estimates(profile, config, shards)
+    estimates = stage_estimates(profile, config, shards, extra)
     usable = FIT_FRACTION * card_bytes
     per_gpu = f" per GPU, sharded over {shards} GPUs" if shards > 1 else ""
     lines = [f"  {stage}: {need / GB:.1f} GiB{per_gpu}" for stage, need in estimates.items()]

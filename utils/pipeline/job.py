@@ -35,6 +35,7 @@ from utils.options import (
 )
 from utils.pipeline.context import Context, Inputs
 from utils.pipeline.stages import MAIN_ONLY, STAGES, check_inputs
+from utils.prefer import reward
 from utils.runs import guard as run_guard
 from utils.runs import registry, stale
 from utils.train.loss_guards import NonFiniteLossError
@@ -53,7 +54,7 @@ def run(profile: Profile | str | None, run_dir: str | Path, options: RunOptions 
     profile, stages, run_dir = options.apply(get_profile(profile)), check_stages(stages), Path(run_dir)
     # Every process checks, before anything is written.
     changes = check_run(profile, run_dir, options, stages, config_extra.get("notebook"))
-    check_memory_first(profile, stages)
+    check_memory_first(profile, stages, options)
     rank, world = init_distributed()
     if rank == 0:
         try:
@@ -105,17 +106,21 @@ def check_run(profile: Profile, run_dir: Path, options: RunOptions, stages, owne
 
 
 # The stages whose model the memory calculator sizes (utils/models/fit.py).
-TRAINING_STAGES = {"stage1", "stage2", "prefer"}
+TRAINING_STAGES = {"stage1", "stage2", "prefer", "reward"}
 
 
-def check_memory_first(profile: Profile, stages) -> None:
+def check_memory_first(profile: Profile, stages, options: RunOptions | None = None) -> None:
     """The GPU memory guard before the tokenizer, the datasets and the weights are downloaded.
 
     Inside load_model alone it came after the data stage had fetched the tokenizer and the
     poems: a T4 with the deepseek profile waited for two downloads to be told it cannot train.
     """
     if TRAINING_STAGES & set(stages):
-        check_gpu_memory(profile)
+        extra = None
+        if "reward" in stages:
+            cfg = reward.reward_config(profile, **(options.reward_changes() if options else {}))
+            extra = {reward.MEMORY_LABEL: reward.memory_estimate(cfg)}
+        check_gpu_memory(profile, extra=extra)
 
 
 def start_run_dir(run_dir: Path, profile: Profile, options: RunOptions, changes: dict,

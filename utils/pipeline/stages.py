@@ -23,12 +23,13 @@ from utils.evaluate.evaluation import EVAL_MAX_EXAMPLES, evaluate_model, split_l
 from utils.evaluate.learning import learning_report
 from utils.evaluate.metrics import perplexity_from_loss
 from utils.generate.batched import generate_texts
-from utils.models.files import building, folder_problem
+from utils.models.files import building, folder_problem, save_model_folder
 from utils.models.loading import load_model
 from utils.models.lora import apply_lora, merge_lora, trainable_parameter_line
 from utils.models.shapes import count_parameters
 from utils.options import STAGE_NAMES
 from utils.pipeline.context import Context
+from utils.pipeline.reward_stage import stage_reward
 from utils.pipeline.models import (
     broken_folder,
     final_model,
@@ -262,9 +263,9 @@ def note_pipeline_flags(options, cfg: PreferenceConfig) -> None:
 
 STAGES = {"data": stage_data, "stage1": stage_stage1, "merge": stage_merge,
           "stage2": stage_stage2, "evaluate": stage_evaluate, "report": stage_report,
-          "prefer": stage_prefer}
+          "prefer": stage_prefer, "reward": stage_reward}
 assert tuple(STAGES) == STAGE_NAMES, "utils/options.py lists the stages the CLI offers"
-MAIN_ONLY = ("merge", "evaluate", "report", "prefer")  # one process does these; the others wait
+MAIN_ONLY = ("merge", "evaluate", "report", "prefer", "reward")  # one process does these; the others wait
 
 
 def check_inputs(ctx: Context, stages) -> None:
@@ -345,10 +346,3 @@ def prefer_stage(model_dir, tokenizer, profile, output_dir, prompts, eval_prompt
     say("{property}: {property_before:.3f} -> {property_after:.3f}; distinct-2 {distinct_2_before:.3f} "
         "-> {distinct_2_after:.3f}; held-out reward accuracy {reward_accuracy:.3f}".format(**metrics))
     return metrics
-
-
-def save_model_folder(model, tokenizer, folder) -> None:
-    """Save a model and its tokenizer whole or not at all; a full disk is a StorageError."""
-    with building(folder) as partial:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)

@@ -198,7 +198,7 @@ def setting_changes(old: dict, new: dict, prefix: str = "") -> dict:
 # Run options that change what a run computes (the profile holds the others: epochs, max_steps,
 # learning_rate, data_dir, drop_contaminated). --resume compares them with config.json's.
 RESULT_OPTIONS = ("from_run", "packing", "max_rows", "prefer_max_steps", "prefer_learning_rate",
-                  "prefer_beta")
+                  "prefer_beta", "reward_max_steps", "reward_learning_rate", "reward_beta")
 
 
 def option_changes(config: dict, options: dict | None) -> dict:

@@ -30,6 +30,7 @@ from utils.models.files import storage_error
 CONFIG, LOG_HISTORY, METRICS, SAMPLES = "config.json", "log_history.json", "metrics.json", "samples.jsonl"
 STAGE1_ADAPTER, MERGED, STAGE2_MODEL = "stage1/adapter", "merged", "stage2/model"
 STAGE3_MODEL = "stage3/model"  # stage 3 (prefer, DPO): the preference-tuned model
+REWARD_MODEL = "reward/model"  # the reward stage: the model tuned on the rhyme reward
 MODEL_FOLDERS = {"stage3": STAGE3_MODEL, "stage2": STAGE2_MODEL, "merged": MERGED}  # newest first
 CHECKPOINTS = {"stage1": "stage1/checkpoints", "stage2": "stage2/checkpoints"}
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -33,15 +33,17 @@ OUTPUTS = {
     "evaluate": Outputs(("eval", "learning"), samples=("stage2", "merged", "base")),
     "report": Outputs(paths=("report.md", "loss_curves.png")),
     "prefer": Outputs(("preference",), paths=(registry.STAGE3_MODEL,)),
+    "reward": Outputs(("reward",), paths=(registry.REWARD_MODEL,)),
 }
 # stage -> the stages that read what it makes (the report reads every metric)
 FEEDS = {
-    "data": ("stage1", "merge", "stage2", "evaluate", "report", "prefer"),
-    "stage1": ("merge", "stage2", "evaluate", "report", "prefer"),
-    "merge": ("stage2", "evaluate", "report", "prefer"),
-    "stage2": ("evaluate", "report", "prefer"),
+    "data": ("stage1", "merge", "stage2", "evaluate", "report", "prefer", "reward"),
+    "stage1": ("merge", "stage2", "evaluate", "report", "prefer", "reward"),
+    "merge": ("stage2", "evaluate", "report", "prefer", "reward"),
+    "stage2": ("evaluate", "report", "prefer", "reward"),
     "evaluate": ("report",),
     "prefer": ("report",),
+    "reward": ("report",),
 }
 # data is the same data on a --resume (its settings are compared), so it makes nothing stale
 # unless they were changed with --allow-changed-settings.

@@ -27,6 +27,12 @@ PREFERENCE_COLUMNS = {"property": "DPO property", "property_before": "property b
                       "simulated": "simulated rater", "reward_accuracy": "reward accuracy"}
 
 
+# metrics.json["reward"] (the reward stage) -> runs-table column; shown once any run has it
+REWARD_COLUMNS = {"rhyme_pair_rate_before": "reward: rhyme before",
+                  "rhyme_pair_rate_after": "reward: rhyme after",
+                  "distinct_2_after": "reward: distinct-2 after", "kl_last_step": "reward: KL"}
+
+
 class BrokenRunWarning(UserWarning):
     """A run folder whose metrics.json or config.json is missing or unreadable; it is skipped."""
 
@@ -92,6 +98,8 @@ def run_row(run_dir: Path) -> dict:
     row.update({key: ev[key] for key in (*EVAL_KEYS, MEMORISED) if key in ev and key != "perplexity"})
     prefer = _section(metrics, "preference", registry.METRICS)
     row.update({column: prefer[key] for key, column in PREFERENCE_COLUMNS.items() if key in prefer})
+    reward = _section(metrics, "reward", registry.METRICS)
+    row.update({column: reward[key] for key, column in REWARD_COLUMNS.items() if key in reward})
     return row
 
 
