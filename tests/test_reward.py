@@ -300,3 +300,21 @@ def test_compare_tuned_measures_every_model_on_the_same_prompts():
     assert list(table.index) == ["stage 2 (start)", "other"]
     assert table.loc["stage 2 (start)", "log-ratio to start"] == 0.0
     assert 0 <= table.loc["other", "rhyme-pair rate"] <= 1 and 0 <= table.loc["other", "distinct-2"] <= 1
+
+
+def test_answer_credit_spreads_the_rhyme_over_every_token():
+    from utils.models.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    texts = ["In the light\nat night", "In the light\nat noon"]
+    ids = [tok(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    batch = {"texts": texts,
+             "completion_ids": torch.tensor([row + [tok.eos_token_id] * (width - len(row)) for row in ids]),
+             "completion_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])}
+    config = RewardConfig(group_size=2, novelty_weight=0.0, scale_rewards=False, rhyme_credit="answer")
+    advantages = token_advantages(batch, tok, config)
+    assert torch.allclose(advantages[0], torch.full((width,), 0.5))  # rhyme 1 against 0, on every token
+    assert torch.allclose(advantages[1], torch.full((width,), -0.5))
+    with pytest.raises(ValueError, match="rhyme_credit"):
+        RewardConfig(rhyme_credit="tokens")

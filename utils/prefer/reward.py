@@ -16,10 +16,10 @@ prompt the model samples a group of answers, and two signals drive one policy-gr
 
 This is REINFORCE with a group baseline (Williams 1992): one update per batch of samples,
 so no importance ratio or clipping is needed, plus beta x a KL penalty to the starting model.
-Why end words get the rhyme credit: measured on the tiny stage-2 model, 40 steps that
-credited every token of an answer with its whole reward moved the rhyme-pair rate by 0.02,
-the same 40 steps crediting end words by 0.3 to 0.4.
-Introduced in notebook 12.
+Why end words get the rhyme credit: a whole answer's reward, spread over all its tokens (GRPO's
+way, `rhyme_credit="answer"`), says that the answer was good but not which word made the
+rhyme; credit on the end word points at the choice. Notebook 13's exercise compares the two.
+Introduced in notebook 13.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ from utils.models.memory import estimate_memory, parameter_counts
 from utils.prefer.scripted_rater import sample_answers
 
 
+RHYME_CREDIT = ("end_words", "answer")  # which tokens a rhyme's advantage goes to
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     """The reward stage's settings: rollouts, the policy-gradient step, the reward's weights."""
@@ -55,6 +58,7 @@ class RewardConfig:
     temperature: float = 0.7  # the rollouts' (and the profile's decoding), no top-p
     max_new_tokens: int = 32
     scale_rewards: bool = True  # divide advantages by the group's standard deviation (GRPO)
+    rhyme_credit: str = "end_words"  # or "answer": the mean pair score joins the answer's reward
     near_rhyme_weight: float = 0.5  # what a slant rhyme or assonance earns (a perfect one: 1)
     repetition_weight: float = 0.5  # times (repeated-line share + repeated-bigram share)
     degenerate_penalty: float = 0.5  # taken from an answer without two lines in a stanza
@@ -64,6 +68,8 @@ class RewardConfig:
     seed: int = 42
 
     def __post_init__(self):
+        if self.rhyme_credit not in RHYME_CREDIT:
+            raise ValueError(f"rhyme_credit must be one of {', '.join(RHYME_CREDIT)}, got {self.rhyme_credit!r}")
         at_least = {"max_steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 1,
                     "eval_samples_per_prompt": 2}
         for name, low in at_least.items():
@@ -115,8 +121,8 @@ def memory_estimate(cfg: RewardConfig):
 
 # ---------------------------------------------------------------- the reward
 
-# Words that cannot end a finished line. Measured: without this rule the tiny model learned to
-# end lines on "the" and "a", which the dictionary lets rhyme ("the" DH AH1 / "love", "of").
+# Words that cannot end a finished line. The dictionary lets some of them rhyme ("of" AH1 V
+# with "love", "a" EY1 with "day"): a model paid for those rhymes learns to break lines mid-phrase.
 UNFINISHED_ENDINGS = frozenset("a an the and or nor of my thy your our their its".split())
 
 
@@ -125,10 +131,10 @@ def pair_score(a: str, b: str, near_rhyme_weight: float) -> float:
     ("day" / "gate"), else 0. Spelling guesses earn nothing: they would pay for made-up words;
     nor does a line that ends on one of UNFINISHED_ENDINGS. Introduced in notebook 12.
 
-    Perfect rhymes alone are too rare in a small model's samples (3 consecutive pairs in 416,
-    measured on the tiny stage-2 model) for a group to differ often; near rhymes are ten times
-    as common and lead to perfect ones: with no consonant after the vowel ("be" / "sea"),
-    assonance is rhyme.
+    Perfect rhymes alone are rare in a small model's samples (the tiny stage-2 model's
+    held-out rhyme-pair rate: 0.000, notebook 13), so most groups would score all alike and
+    teach nothing; near rhymes are more common and lead to perfect ones: with no consonant
+    after the vowel ("be" / "sea"), assonance is rhyme.
     """
     if {end_word(a), end_word(b)} & UNFINISHED_ENDINGS:
         return 0.0
@@ -229,13 +235,19 @@ def end_word_advantages(scores: list[list[float]], group_size: int, scale: bool 
 
 def token_advantages(batch: dict, tokenizer, config: RewardConfig) -> torch.Tensor:
     """[rows, completion length]: every token carries its answer's form advantage; the tokens
-    of an end word (and its line break) add that end word's rhyme advantage."""
+    of an end word (and its line break) add that end word's rhyme advantage. With
+    rhyme_credit="answer", the answer's mean pair score joins its form reward instead, and
+    every token carries the advantage of the sum (GRPO's one advantage an answer)."""
     texts, group = batch["texts"], config.group_size
     form = [form_penalty(t, config) for t in texts]
     form = [f + config.novelty_weight * n for f, n in zip(form, group_novelty(texts, group))]
+    scored = [rhyme_scores(t, config.near_rhyme_weight) for t in texts]
+    if config.rhyme_credit == "answer":
+        form = [f + (fmean(s for *_, s in row) if row else 0.0) for f, row in zip(form, scored)]
     advantages = group_advantages(form, group, config.scale_rewards).unsqueeze(1).repeat(
         1, batch["completion_ids"].shape[1])
-    scored = [rhyme_scores(t, config.near_rhyme_weight) for t in texts]
+    if config.rhyme_credit == "answer":
+        return advantages
     rhyme = end_word_advantages([[s for *_, s in row] for row in scored], group, config.scale_rewards)
     for i, (spans, adv) in enumerate(zip(scored, rhyme)):
         ids = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
