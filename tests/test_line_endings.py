@@ -1,9 +1,9 @@
 """A clone made with Git for Windows' default core.autocrlf=true reads the same data.
 
 The corpus check and the data stage run on such a clone of a commit holding the repository's
-.gitattributes and data/ (a full pipeline run would add minutes and nothing line endings change:
-from the data stage on, the stages see the prepared texts). The control clone, without
-.gitattributes, shows that the check can fail.
+.gitattributes and data/; the control clone, without .gitattributes, shows that the check can
+fail. The last test clones the whole course that way and runs the tiny pipeline through
+evaluate from inside the clone.
 """
 
 import shutil
@@ -59,3 +59,27 @@ def test_without_gitattributes_the_clone_is_crlf_and_the_data_still_matches(tmp_
     assert prepared.poems == expected.poems and prepared.instructions == expected.instructions
     assert not any("\r" in text for pairs in prepared.instructions.values() for pair in pairs
                    for text in pair)
+
+
+@pytest.mark.slow
+def test_an_autocrlf_clone_of_the_course_runs_the_tiny_pipeline_through_evaluate(tmp_path):
+    """The whole course (HEAD: code, data, the pocket model) cloned with core.autocrlf=true, then
+    `python -m utils.pipeline` from inside the clone, one step a stage on a few rows."""
+    import os
+    import sys
+
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True).returncode:
+        pytest.skip("the course folder is not a git checkout with a commit")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "-c", "core.autocrlf=true", "clone", "-q", "--no-hardlinks", "--",
+                    str(REPO_ROOT), str(clone)], check=True, capture_output=True)
+    assert b"\r\n" in (clone / "utils" / "config.py").read_bytes()  # the clone is CRLF where text
+    env = {**os.environ, "POET_PROFILE": "tiny", "POET_RUNS_DIR": str(tmp_path / "runs")}
+    done = subprocess.run(
+        [sys.executable, "-m", "utils.pipeline", "--run-name", "crlf", "--max-steps", "1",
+         "--max-rows", "8", "--num-samples", "1",
+         "--stages", "data,stage1,merge,stage2,evaluate"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    metrics = (tmp_path / "runs" / "crlf" / "metrics.json").read_text()
+    assert '"eval"' in metrics and '"stage2"' in metrics
