@@ -96,7 +96,7 @@ def test_tiny_llama_runs_every_stage(tmp_path):
 def test_unknown_stage_is_refused(tmp_path):
     message = refused(tmp_path, "--stages", "data,train")
     assert message == ("error: unknown stage 'train'; valid stages: "
-                       "data, stage1, merge, stage2, evaluate, report, prefer")
+                       "data, stage1, merge, stage2, evaluate, report, prefer, reward")
     assert not tmp_path.joinpath("train").exists() and list(tmp_path.iterdir()) == []
 
 

@@ -260,6 +260,7 @@ def test_the_memory_check_sizes_the_reward_stage_when_it_runs(monkeypatch):
     from utils.models.memory import estimate_memory, parameter_counts
     from utils.models.shapes import reference_config
     from utils.pipeline import job
+    from utils.pipeline import reward_stage as stage
     from utils.prefer import reward
 
     seen = {}
@@ -268,18 +269,18 @@ def test_the_memory_check_sizes_the_reward_stage_when_it_runs(monkeypatch):
     assert seen["extra"] is None
     job.check_memory_first(fit.get_profile("gpt2"), ["reward"])
     (label, estimate), = seen["extra"].items()
-    assert label == reward.MEMORY_LABEL
+    assert label == stage.MEMORY_LABEL
     config, cfg = reference_config("gpt2"), reward.reward_config("gpt2")
-    rows, seq = cfg.prompts_per_step * cfg.group_size, reward.PROMPT_TOKENS + cfg.max_new_tokens
+    rows, seq = cfg.prompts_per_step * cfg.group_size, stage.PROMPT_TOKENS + cfg.max_new_tokens
     by_hand = (estimate_memory(config, "full fp32", rows, seq)["total"]  # policy, AdamW
                + 4 * parameter_counts(config)[0])  # the frozen fp32 reference
     assert estimate(config, 1) == by_hand
-    no_reference = reward.memory_estimate(reward.reward_config("gpt2", beta=0.0))
+    no_reference = stage.memory_estimate(reward.reward_config("gpt2", beta=0.0))
     assert no_reference(config, 1) == by_hand - 4 * parameter_counts(config)[0]
     # and the card check lists it beside stages 1 and 2
     found = fit.check_gpu_memory("gpt2", card_bytes=80 * 2**30, extra=seen["extra"])
     assert set(found) == {"stage 1 (LoRA r=8, fp32 base)", "stage 2 (full fine-tuning, mixed precision)",
-                          reward.MEMORY_LABEL}
+                          stage.MEMORY_LABEL}
 
 
 def test_compare_tuned_measures_every_model_on_the_same_prompts():

@@ -40,12 +40,13 @@ def test_rerunning_stage2_drops_evaluate_report_and_stage3_with_a_note(tmp_path,
 
 
 def test_stale_follows_what_feeds_what():
-    assert stale.stale_stages(["stage2"]) == ["evaluate", "report", "prefer"]
-    assert stale.stale_stages(["stage1"]) == ["merge", "stage2", "evaluate", "report", "prefer"]
+    assert stale.stale_stages(["stage2"]) == ["evaluate", "report", "prefer", "reward"]
+    assert stale.stale_stages(["stage1"]) == ["merge", "stage2", "evaluate", "report", "prefer", "reward"]
     assert stale.stale_stages(["evaluate"]) == ["report"]
     assert stale.stale_stages(["data"]) == []  # the same settings: the same data
     assert stale.stale_stages(["data"], data_changed=True)[0] == "stage1"
-    assert stale.stale_stages(["stage2", "evaluate", "report", "prefer"]) == []
+    assert stale.stale_stages(["stage2", "evaluate", "report", "prefer", "reward"]) == []
+    assert stale.stale_stages(["reward"]) == ["report"]
 
 
 def test_resume_through_the_pipeline_drops_the_old_stage3(tmp_path):

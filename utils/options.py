@@ -117,7 +117,8 @@ class RunOptions:
 # The smallest value each number may take; None: not given, the profile's value holds.
 MINIMA = {"epochs": 0.0, "learning_rate": 0.0, "max_steps": 1, "save_steps": 1, "max_rows": 1,
           "num_samples": 0, "prefer_max_steps": 1, "prefer_learning_rate": 0.0, "prefer_beta": 0.0,
-          "reward_max_steps": 1, "reward_learning_rate": 0.0, "reward_beta": 0.0}
+          "reward_max_steps": 1, "reward_learning_rate": 0.0,
+          "reward_beta": 0}  # an int bound: 0 itself is allowed (no KL penalty)
 
 
 def check_numbers(options: "RunOptions") -> None:

@@ -35,7 +35,8 @@ from utils.options import (
 )
 from utils.pipeline.context import Context, Inputs
 from utils.pipeline.stages import MAIN_ONLY, STAGES, check_inputs
-from utils.prefer import reward
+from utils.pipeline import reward_stage
+from utils.prefer.reward import reward_config
 from utils.runs import guard as run_guard
 from utils.runs import registry, stale
 from utils.train.loss_guards import NonFiniteLossError
@@ -118,8 +119,8 @@ def check_memory_first(profile: Profile, stages, options: RunOptions | None = No
     if TRAINING_STAGES & set(stages):
         extra = None
         if "reward" in stages:
-            cfg = reward.reward_config(profile, **(options.reward_changes() if options else {}))
-            extra = {reward.MEMORY_LABEL: reward.memory_estimate(cfg)}
+            cfg = reward_config(profile, **(options.reward_changes() if options else {}))
+            extra = {reward_stage.MEMORY_LABEL: reward_stage.memory_estimate(cfg)}
         check_gpu_memory(profile, extra=extra)
 
 

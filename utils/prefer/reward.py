@@ -39,7 +39,6 @@ from utils.evaluate.metrics import distinct_n, repetition_rate
 from utils.evaluate.poetry import (WORD, assonance, end_word, line_pairs, rhyme_class, rhyme_pair_rate,
                                    stanzas, words)
 from utils.generate.decoding import context_length, encode_prompt
-from utils.models.memory import estimate_memory, parameter_counts
 from utils.prefer.scripted_rater import sample_answers
 
 
@@ -98,25 +97,6 @@ def reward_config(profile=None, **changes) -> RewardConfig:
     base = REWARD_CONFIGS.get(get_profile(profile).name, RewardConfig())
     return replace(base, **changes)
 
-
-# Rollouts are left-padded to the longest prompt of the step: the sample data's instruction
-# prompts ("User: ... Assistant:") run 10 to 50 tokens, so 64 leaves room.
-PROMPT_TOKENS = 64
-MEMORY_LABEL = "reward stage (full fine-tuning, fp32, + the reference model)"
-
-
-def memory_estimate(cfg: RewardConfig):
-    """The reward stage's peak bytes for utils.models.fit's check, as estimate(config, shards):
-    every weight trains in fp32 on prompts_per_step x group_size rollouts of PROMPT_TOKENS +
-    max_new_tokens tokens, and a frozen fp32 copy of the starting model scores them for the KL
-    penalty (none when beta is 0). Notebook 11's calculator, applied to this stage."""
-    rows, seq = cfg.prompts_per_step * cfg.group_size, PROMPT_TOKENS + cfg.max_new_tokens
-
-    def estimate(config, shards: int = 1) -> int:
-        policy = estimate_memory(config, "full fp32", rows, seq, shards=shards)["total"]
-        reference = 4 * parameter_counts(config)[0] // shards if cfg.beta > 0 else 0
-        return policy + reference
-    return estimate
 
 
 # ---------------------------------------------------------------- the reward

@@ -115,7 +115,7 @@ def runs_table(root=None) -> pd.DataFrame:
             warnings.warn(f"skipping run {name!r} in {root}: {error}", BrokenRunWarning, stacklevel=2)
     columns = ["run", "experiment", "profile", *SEED_COLUMNS, "val perplexity", "effective batch",
                "steps", "test loss", "perplexity", "stages"]
-    optional = [*EVAL_KEYS, MEMORISED, *PREFERENCE_COLUMNS.values()]
+    optional = [*EVAL_KEYS, MEMORISED, *PREFERENCE_COLUMNS.values(), *REWARD_COLUMNS.values()]
     columns += [k for k in optional if k not in columns and any(k in r for r in rows)]
     table = pd.DataFrame(rows, columns=columns)
     return table.assign(source="measured here")
