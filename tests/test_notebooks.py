@@ -61,3 +61,14 @@ def test_runs_in_tiny_profile(path, class_runs):
     times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
     times[path.name] = round(seconds, 1)
     TIMES.write_text(json.dumps(times, indent=2, sort_keys=True))
+
+
+def test_the_notebook_runner_refuses_an_unknown_number_before_running_any(tmp_path):
+    """tools/run_notebooks.py (the course map's runtimes, executed copies for test_prose)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "05", "99",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and not (tmp_path / "out").exists()  # 05 did not run either
+    assert "error: '99' names 0 notebooks; use one of: 01, 02, 03, 04, 04b, 05" in done.stderr
