@@ -74,6 +74,21 @@ def broken_folder(folder: Path, problem: str, run: Path, stages: str) -> BrokenM
         f"--resume --stages {stages}`")
 
 
+def stage2_source(ctx: Context, stage: str, name: str) -> Path:
+    """This run's stage-2 model folder, for a stage that tunes it (prefer, reward; `name` is how
+    the error calls it). RunNotFoundError naming the command that makes it when it is missing,
+    BrokenModelError when it was cut off while being written."""
+    source = ctx.run_dir / registry.STAGE2_MODEL
+    if not (source / "config.json").exists():
+        raise registry.RunNotFoundError(
+            f"{name} starts from stage 2, and {source} is missing: run the stages up to stage2 "
+            f"first (`python -m utils.pipeline --run-name {ctx.run_dir.name} --resume --stages "
+            f"data,stage1,merge,stage2,{stage}` plus the flags the run was started with)")
+    if problem := folder_problem(source):
+        raise broken_folder(source, problem, ctx.run_dir, "stage2")
+    return source
+
+
 def final_model(ctx: Context):
     """(model, name) of the latest model of this run: stage 2, else merged, else the base model."""
     if ctx.models.stage2 is not None:

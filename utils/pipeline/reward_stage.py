@@ -13,11 +13,11 @@ from pathlib import Path
 from utils.config import get_profile
 from utils.env import pick_device
 from utils.evaluate.evaluation import MEMORISED, poetry_scores
-from utils.models.files import folder_problem, save_model_folder
+from utils.models.files import save_model_folder
 from utils.models.loading import load_model
 from utils.models.memory import estimate_memory, parameter_counts
 from utils.pipeline.context import Context
-from utils.pipeline.models import broken_folder
+from utils.pipeline.models import stage2_source
 from utils.prefer.reward import RewardConfig, reward_config, train_reward
 from utils.runs import registry
 
@@ -47,14 +47,7 @@ def memory_estimate(cfg: RewardConfig):
 
 def stage_reward(ctx: Context) -> None:
     """The reward stage of a pipeline run: from this run's stage-2 model, on its instructions."""
-    source = ctx.run_dir / registry.STAGE2_MODEL
-    if not (source / "config.json").exists():
-        raise registry.RunNotFoundError(
-            f"the reward stage starts from stage 2, and {source} is missing: run the stages up to "
-            f"stage2 first (`python -m utils.pipeline --run-name {ctx.run_dir.name} --resume "
-            "--stages data,stage1,merge,stage2,reward` plus the flags the run was started with)")
-    if problem := folder_problem(source):
-        raise broken_folder(source, problem, ctx.run_dir, "stage2")
+    source = stage2_source(ctx, "reward", "the reward stage")
     cfg = reward_config(ctx.profile, **ctx.options.reward_changes())
     data = ctx.data()
     metrics = reward_stage(source, ctx.tokenizer(), ctx.profile, ctx.run_dir / registry.REWARD_MODEL,

@@ -23,7 +23,7 @@ from utils.evaluate.evaluation import EVAL_MAX_EXAMPLES, evaluate_model, split_l
 from utils.evaluate.learning import learning_report
 from utils.evaluate.metrics import perplexity_from_loss
 from utils.generate.batched import generate_texts
-from utils.models.files import building, folder_problem, save_model_folder
+from utils.models.files import building, save_model_folder
 from utils.models.loading import load_model
 from utils.models.lora import apply_lora, merge_lora, trainable_parameter_line
 from utils.models.shapes import count_parameters
@@ -31,12 +31,12 @@ from utils.options import STAGE_NAMES
 from utils.pipeline.context import Context
 from utils.pipeline.reward_stage import stage_reward
 from utils.pipeline.models import (
-    broken_folder,
     final_model,
     learning_models,
     load_adapter_model,
     probe_batch,
     stage1_run,
+    stage2_source,
     stage2_start,
 )
 from utils.prefer import scripted_rater
@@ -234,14 +234,7 @@ def stage_report(ctx: Context) -> None:
 def stage_prefer(ctx: Context) -> None:
     """Stage 3: DPO from this run's stage-2 model on SIMULATED pairs (the scripted rater); the
     tuned model goes to stage3/model, the measurements to metrics.json["preference"]."""
-    source = ctx.run_dir / registry.STAGE2_MODEL
-    if not (source / "config.json").exists():
-        raise registry.RunNotFoundError(
-            f"stage 3 starts from stage 2, and {source} is missing: run the stages up to stage2 "
-            f"first (`python -m utils.pipeline --run-name {ctx.run_dir.name} --resume --stages "
-            "data,stage1,merge,stage2,prefer` plus the flags the run was started with)")
-    if problem := folder_problem(source):
-        raise broken_folder(source, problem, ctx.run_dir, "stage2")
+    source = stage2_source(ctx, "prefer", "stage 3")
     cfg = preference_config(ctx.profile, **ctx.options.preference_changes())
     note_pipeline_flags(ctx.options, cfg)
     instructions = ctx.data().instructions
