@@ -113,10 +113,9 @@ def check_gpu_memory(profile: Profile | str | None = None, card_bytes: int | Non
 
     `shards`: GPUs the model is sharded over (default: fsdp_shards()); the estimates are then
     per GPU. `gpus`: GPUs on the machine (default: counted; 1 with a given card_bytes), which
-    adds sharding to the options when more than one. Returns {stage: bytes} when checked,
-    `extra`: more stages to size (stage_estimates). None where there is nothing to check (a
-    tiny profile, no CUDA GPU, or a model the
-    calculator cannot describe offline).
+    adds sharding to the options when more than one. `extra`: more stages to size (see
+    stage_estimates). Returns {stage: bytes} when checked, None where there is nothing to
+    check (a tiny profile, no CUDA GPU, or a model the calculator cannot describe offline).
     """
     profile = get_profile(profile)
     if profile.is_tiny or (card_bytes is None and not torch.cuda.is_available()):

@@ -2,7 +2,7 @@
 
 Like prefer (DPO from clicks), it runs only when named (`--stages reward`), starts from this
 run's stage-2 model and leaves stage 2 untouched: the tuned model goes to reward/model, the
-measurements to metrics.json["reward"]. Notebook 12 runs the same function.
+measurements to metrics.json["reward"]. Notebook 13 runs the same function.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from utils.runs import registry
 PROPERTY = "rhyme-pair rate"  # what the reward pays for (utils.evaluate.poetry.rhyme_pair_rate)
 
 
-# Rollouts are left-padded to the longest prompt of the step: the sample data's instruction
-# prompts ("User: ... Assistant:") run 10 to 50 tokens, so 64 leaves room.
-PROMPT_TOKENS = 64
+# Rollouts are left-padded to the longest prompt of the step. The sample data's instruction
+# prompts ("User: ... Assistant:") run 16 to 122 GPT-2 tokens (median 24), so 128 covers them.
+PROMPT_TOKENS = 128
 MEMORY_LABEL = "reward stage (full fine-tuning, fp32, + the reference model)"
 
 
@@ -34,8 +34,7 @@ def memory_estimate(cfg: RewardConfig):
     """The reward stage's peak bytes for utils.models.fit's check, as estimate(config, shards):
     every weight trains in fp32 on prompts_per_step x group_size rollouts of PROMPT_TOKENS +
     max_new_tokens tokens, and a frozen fp32 copy of the starting model scores them for the KL
-    penalty (none when beta is 0). Notebook 11's calculator, applied to
-    this stage."""
+    penalty (none when beta is 0). Notebook 11's calculator, applied to this stage."""
     rows, seq = cfg.prompts_per_step * cfg.group_size, PROMPT_TOKENS + cfg.max_new_tokens
 
     def estimate(config, shards: int = 1) -> int:

@@ -98,7 +98,6 @@ def reward_config(profile=None, **changes) -> RewardConfig:
     return replace(base, **changes)
 
 
-
 # ---------------------------------------------------------------- the reward
 
 # Words that cannot end a finished line. The dictionary lets some of them rhyme ("of" AH1 V
@@ -109,7 +108,7 @@ UNFINISHED_ENDINGS = frozenset("a an the and or nor of my thy your our their its
 def pair_score(a: str, b: str, near_rhyme_weight: float) -> float:
     """1 for two lines that rhyme perfectly, near_rhyme_weight for a slant rhyme or assonance
     ("day" / "gate"), else 0. Spelling guesses earn nothing: they would pay for made-up words;
-    nor does a line that ends on one of UNFINISHED_ENDINGS. Introduced in notebook 12.
+    nor does a line that ends on one of UNFINISHED_ENDINGS. Introduced in notebook 13.
 
     Perfect rhymes alone are rare in a small model's samples (the tiny stage-2 model's
     held-out rhyme-pair rate: 0.000, notebook 13), so most groups would score all alike and
@@ -127,7 +126,7 @@ def pair_score(a: str, b: str, near_rhyme_weight: float) -> float:
 def rhyme_scores(text: str, near_rhyme_weight: float) -> list[tuple[int, int, float]]:
     """(start, end, score) for each line that follows a line of its stanza: the characters of
     its last word and the line break after it, and its pair_score with the line before.
-    Introduced in notebook 12."""
+    Introduced in notebook 13."""
     scored, previous, start = [], None, 0
     for line in text.split("\n"):
         if previous is not None and line.strip():
@@ -156,7 +155,7 @@ def form_penalty(text: str, config: RewardConfig) -> float:
 
 def poem_reward(text: str, config: RewardConfig = RewardConfig()) -> float:
     """The verifiable reward of one answer: the mean pair_score of its consecutive lines plus
-    its form_penalty. Introduced in notebook 12."""
+    its form_penalty. Introduced in notebook 13."""
     scores = [score for _, _, score in rhyme_scores(text, config.near_rhyme_weight)]
     return (fmean(scores) if scores else 0.0) + form_penalty(text, config)
 
@@ -183,7 +182,7 @@ def group_novelty(texts, group_size: int) -> list[float]:
 
 def group_advantages(rewards, group_size: int, scale: bool = True) -> torch.Tensor:
     """Each reward minus the mean of its group (divided by the group's standard deviation when
-    `scale`), groups being consecutive runs of group_size answers to one prompt. Notebook 12.
+    `scale`), groups being consecutive runs of group_size answers to one prompt. Notebook 13.
 
     The 1e-4 is TRL's: a group whose rewards are all equal gets advantages 0, not 0 / 0.
     """
@@ -342,7 +341,7 @@ def prompt_batches(prompts, size: int, seed: int):
 
 def measure_rhyme(model, tokenizer, prompts, decode: DecodeConfig, n_samples: int, seed: int) -> dict:
     """Mean consecutive-line rhyme-pair rate and distinct-2 of n_samples answers per prompt,
-    sampled with the decoding a reader sees (`decode`), and the answers. Notebook 12."""
+    sampled with the decoding a reader sees (`decode`), and the answers. Notebook 13."""
     answers = sample_answers(model, tokenizer, prompts, decode, n_samples, seed)
     texts = [t for group in answers for t in group]
     return {"rhyme_pair_rate": fmean(map(rhyme_pair_rate, texts)),
@@ -352,7 +351,7 @@ def measure_rhyme(model, tokenizer, prompts, decode: DecodeConfig, n_samples: in
 def train_reward(model, tokenizer, prompts, config: RewardConfig, *, eval_prompts,
                  decode: DecodeConfig, verbose: bool = True) -> dict:
     """Tune `model` in place on `prompts` with the verifiable reward; measure the rhyme-pair
-    rate and distinct-2 on `eval_prompts` before and after. Introduced in notebook 12.
+    rate and distinct-2 on `eval_prompts` before and after. Introduced in notebook 13.
 
     Dropout stays off throughout (eval mode, gradients on): with it, the log-probabilities
     raised would not be those of the distribution that sampled the answers.
