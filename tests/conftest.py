@@ -37,7 +37,8 @@ def tiny_profile(request):
 @pytest.fixture(scope="session")
 def tiny_full_run(tmp_path_factory):
     """One whole `tiny` pipeline run (pocket base, the profile's own steps), shared by the tests
-    that measure what it learned (test_learning) and what stage 3 moves from it (test_dpo)."""
+    of what the stages write (test_pipeline), what it learned (test_learning), and stages 3 and
+    4 started from it (test_dpo, test_reward)."""
     from utils.options import RunOptions
     from utils.pipeline import job as pipeline
 

@@ -61,6 +61,44 @@ def test_runs_in_tiny_profile(path, class_runs):
     times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
     times[path.name] = round(seconds, 1)
     TIMES.write_text(json.dumps(times, indent=2, sort_keys=True))
+    if path.stem in OUTCOMES:
+        OUTCOMES[path.stem](class_runs)
+
+
+# What a notebook's run must have moved, read from the metrics it wrote to the class's runs/
+# folder. These are the done-whens of stages 3 and 4 in the tiny profile: the notebooks run the
+# same stage functions with the profile's settings as `python -m utils.pipeline --stages prefer`
+# (or reward), whose wiring tests/test_dpo.py and tests/test_reward.py check with the stage faked.
+
+
+def dpo_moved_the_property(runs):
+    """Notebook 12: stage 3 raises the scripted rater's property without collapsing distinct-2."""
+    from utils.prefer import dpo
+    from utils.runs import registry
+
+    metrics = registry.read_json(runs / "12-dpo-tiny" / registry.METRICS)["preference"]
+    print({k: v for k, v in metrics.items() if k != "config"})
+    assert metrics["simulated"] is True and metrics["pairs"] >= dpo.MIN_PAIRS
+    assert metrics["property_after"] - metrics["property_before"] >= 0.15
+    assert metrics["distinct_2_after"] >= 0.9 * metrics["distinct_2_before"]
+    assert metrics["reward_accuracy"] > 0.5
+
+
+def reward_raised_the_rhyme_pair_rate(runs):
+    """Notebook 13: the reward stage raises the rhyme-pair rate without collapsing distinct-2."""
+    from utils.prefer.reward import reward_config
+    from utils.runs import registry
+
+    metrics = registry.read_json(runs / "13-reward-tiny" / registry.METRICS)["reward"]
+    print({k: v for k, v in metrics.items() if k != "config"})
+    assert metrics["steps"] == reward_config("tiny").max_steps == len(metrics["reward_per_step"])
+    assert metrics["rhyme_pair_rate_after"] - metrics["rhyme_pair_rate_before"] >= 0.15
+    assert metrics["distinct_2_after"] >= 0.9 * metrics["distinct_2_before"]
+    assert metrics["kl_last_step"] >= 0 and metrics["wall_seconds"] > metrics["train_seconds"] > 0
+    assert metrics["memorised_words"] >= 0
+
+
+OUTCOMES = {"12_preference_tuning": dpo_moved_the_property, "13_reward_tuning": reward_raised_the_rhyme_pair_rate}
 
 
 def test_the_notebook_runner_refuses_an_unknown_number_before_running_any(tmp_path):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from utils.config import get_profile
 from utils.models.loading import load_model
 from utils.models.tokenizers import load_tokenizer
 from utils.options import DEFAULT_STAGES
@@ -26,23 +27,23 @@ def refused(tmp_path, *argv) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One whole tiny run (2 steps per stage), shared by the tests below."""
-    root = tmp_path_factory.mktemp("runs")
-    run(root, "--run-name", "a", "--max-steps", "2", "--num-samples", "2", "--max-rows", "24")
-    return root
+def runs(tiny_full_run):
+    """The folder of the session's whole tiny run, `full` (conftest.py: the profile's own steps,
+    one sample a model), shared with the tests of what it learned."""
+    return tiny_full_run.run_dir.parent
 
 
 def test_all_stages_write_the_registry(runs):
-    folder = runs / "a"
+    folder = runs / "full"
+    steps = get_profile("tiny").stage2.max_steps
     config = json.loads((folder / "config.json").read_text())
-    assert config["profile"]["name"] == "tiny" and config["profile"]["stage2"]["max_steps"] == 2
+    assert config["profile"]["name"] == "tiny" and config["profile"]["stage2"]["max_steps"] == steps
     assert {"git_commit", "library_versions", "command"} <= set(config)
     assert config["stages"] == list(DEFAULT_STAGES)  # prefer runs only when named
     metrics = json.loads((folder / "metrics.json").read_text())
     assert STAGE1_KEYS <= set(metrics["stage1"]) and STAGE2_KEYS <= set(metrics["stage2"])
     assert metrics["stage1"]["trainable_params"] < metrics["stage1"]["all_params"]
-    assert metrics["stage2"]["global_step"] == 2 and metrics["stage2"]["padding_share"] == 0.0
+    assert metrics["stage2"]["global_step"] == steps and metrics["stage2"]["padding_share"] == 0.0
     assert metrics["stage2"]["packing"] is True and metrics["stage2"]["tokens_per_second"] > 0
     assert metrics["eval"]["test_loss"] == metrics["stage2"]["test_loss"]
     learned = metrics["learning"]  # its thresholds are checked on a whole run in test_learning.py
@@ -53,9 +54,9 @@ def test_all_stages_write_the_registry(runs):
     assert metrics["eval"]["validation_loss"] == pytest.approx(metrics["stage2"]["val_loss"], rel=1e-5)
     assert metrics["eval"]["test_perplexity"] == pytest.approx(torch.tensor(metrics["eval"]["test_loss"]).exp().item())
     history = json.loads((folder / "log_history.json").read_text())
-    assert set(history) == {"stage1", "stage2"} and history["stage2"][-1]["step"] == 2
+    assert set(history) == {"stage1", "stage2"} and history["stage2"][-1]["step"] == steps
     samples = registry.read_samples(folder)
-    assert [s["model"] for s in samples] == ["stage1", "stage1", "stage2", "stage2"]
+    assert [s["model"] for s in samples] == ["stage1", "stage2"]
     assert samples[-1]["decode"]["repetition_penalty"] == 1.1 and "reference" in samples[-1]
     for weights in ("stage1/adapter/adapter_model.safetensors", "merged/model.safetensors",
                     "stage2/model/model.safetensors", "loss_curves.png"):
@@ -69,8 +70,8 @@ def test_merged_model_reloads_with_the_adapters_logits(runs):
     from peft import PeftModel
 
     tok = load_tokenizer("tiny")
-    adapter = PeftModel.from_pretrained(load_model("tiny", tokenizer=tok), str(runs / "a" / registry.STAGE1_ADAPTER))
-    merged = load_model("tiny", tokenizer=tok, path=runs / "a" / registry.MERGED)
+    adapter = PeftModel.from_pretrained(load_model("tiny", tokenizer=tok), str(runs / "full" / registry.STAGE1_ADAPTER))
+    merged = load_model("tiny", tokenizer=tok, path=runs / "full" / registry.MERGED)
     batch = tok(["The tide comes in", "Moss on a stone by the"], return_tensors="pt", padding=True)
     adapter.eval(), merged.eval()
     with torch.no_grad():
@@ -80,9 +81,9 @@ def test_merged_model_reloads_with_the_adapters_logits(runs):
 
 
 def test_stage2_starts_from_another_runs_merged_model(runs):
-    run(runs, "--run-name", "b", "--stages", "stage2", "--from-run", "a", "--max-steps", "1", "--max-rows", "8")
+    run(runs, "--run-name", "b", "--stages", "stage2", "--from-run", "full", "--max-steps", "1", "--max-rows", "8")
     stage2 = json.loads((runs / "b" / "metrics.json").read_text())["stage2"]
-    assert stage2["start_model"].endswith("a/merged") and stage2["global_step"] == 1
+    assert stage2["start_model"].endswith("full/merged") and stage2["global_step"] == 1
 
 
 def test_tiny_llama_runs_every_stage(tmp_path):
@@ -101,14 +102,14 @@ def test_unknown_stage_is_refused(tmp_path):
 
 
 def test_existing_run_is_refused_naming_overwrite(runs):
-    message = refused(runs, "--run-name", "a", "--stages", "data")
+    message = refused(runs, "--run-name", "full", "--stages", "data")
     assert "already exists" in message and "--overwrite" in message
-    assert (runs / "a" / "stage2" / "model").exists()  # nothing was touched
+    assert (runs / "full" / "stage2" / "model").exists()  # nothing was touched
 
 
 def test_stage2_from_a_missing_run_is_refused(runs):
     message = refused(runs, "--run-name", "c", "--stages", "stage2", "--from-run", "ghost")
-    assert "run 'ghost' not found" in message and "existing runs: a" in message
+    assert "run 'ghost' not found" in message and "full" in message.split("existing runs:")[1]
     assert not (runs / "c").exists()
 
 
