@@ -17,12 +17,15 @@ from typing import Callable
 import torch
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
+ONLY_WHEN_NAMED: set[str] = set()  # long sweeps: `--only NAME` runs them, a plain run does not
 
 
-def benchmark(name: str):
+def benchmark(name: str, by_default: bool = True):
     """Register a benchmark under `name` (the key of its section in the JSON output)."""
     def register(fn):
         BENCHMARKS[name] = fn
+        if not by_default:
+            ONLY_WHEN_NAMED.add(name)
         return fn
     return register
 
@@ -112,6 +115,14 @@ def pretraining(args) -> dict:
     return pretrain_bench(seconds=args.seconds, steps=args.pretrain_steps)
 
 
+@benchmark("pretrain-shapes", by_default=False)  # 6 shapes x --seconds each
+def pretraining_shapes(args) -> dict:
+    """Candidate shapes for the pocket checkpoint, each trained for --seconds: held-out loss."""
+    from bench.pretrain import shape_sweep
+
+    return shape_sweep(seconds=args.seconds)
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -127,7 +138,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-beams", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=180.0,
-                        help="pretrain: wall time of each recipe in the race (0: skip the race)")
+                        help="pretrain: wall time of each recipe in the race (0: skip the race); "
+                             "pretrain-shapes: of each shape")
     parser.add_argument("--pretrain-steps", type=int, default=4,
                         help="pretrain: timed optimizer steps per setting (after one warm-up step)")
     args = parser.parse_args(argv)
@@ -154,7 +166,8 @@ def print_table(results: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    results = {name: BENCHMARKS[name](args) for name in (args.only or BENCHMARKS)}
+    names = args.only or [name for name in BENCHMARKS if name not in ONLY_WHEN_NAMED]
+    results = {name: BENCHMARKS[name](args) for name in names}
     if args.json:
         print(json.dumps(results))
     else:

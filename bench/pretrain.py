@@ -9,7 +9,10 @@
   block 64, batch 12, dropout 0, AdamW lr 1e-3), written here, against the pocket recipe, each
   for the same wall time, scored in bits per character on the same held-out text (the pocket
   corpus's validation split).
-`python -m bench --only pretrain [--seconds S]`; notebook 04b and the README report it.
+- shapes: a small sweep for the next checkpoint: each candidate shape (depth, width, heads,
+  context) trained by the pocket recipe for the same wall time, its held-out loss and speed.
+`python -m bench --only pretrain [--seconds S]` (and `pretrain-shapes`); notebook 04b and the
+README report them.
 """
 
 from __future__ import annotations
@@ -300,3 +303,44 @@ def pretrain_bench(seconds: float = 180.0, steps: int = 4, ours: PretrainConfig 
                        "pocket_better": pocket["bits_per_char"] < char["bits_per_char"],
                        "held_out": "the pocket corpus's validation split (utils/data/corpus.py)"}
     return out
+
+
+# ---------------------------------------------------------------- the shape sweep
+
+# Candidates around the committed 4 x 128 (context 256): deeper, wider, a longer context. Every
+# head is 32 wide, as in the committed shape. Most of a step is the tied 50,257-way head, whose
+# cost grows with the width alone, so depth is the cheap direction.
+SHAPES = {
+    "4x128 ctx256": {},
+    "6x128 ctx256": {"n_layer": 6},
+    "8x128 ctx256": {"n_layer": 8},
+    "4x192 ctx256": {"n_embd": 192, "n_head": 6},
+    "6x192 ctx256": {"n_layer": 6, "n_embd": 192, "n_head": 6},
+    "4x128 ctx512": {"block_size": 512, "batch_size": 4},  # the same tokens a step
+}
+
+
+def shape_sweep(seconds: float, ours: PretrainConfig | None = None, shapes: dict | None = None,
+                tokenizer=None) -> dict:
+    """Each shape trained for `seconds` of wall time with ours' loop and schedule, one after the
+    other; held-out nats/token (each on its own context's blocks), tokens seen, tokens/s, MFU.
+
+    Equal wall time, not equal steps: a bigger shape sees fewer tokens, which is its real cost.
+    A short budget favours small shapes; the sweep ranks candidates, the full run decides.
+    """
+    ours = ours or PretrainConfig()
+    tokenizer = tokenizer or gpt2_tokenizer()
+    peak, rows = peak_gemm_flops(), {}
+    for name, changes in (shapes or SHAPES).items():
+        cfg = dataclasses.replace(ours, **changes)
+        blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
+        row = train_pocket(cfg, seconds, tokenizer, blocks)
+        flops = training_flops_per_token(new_pocket_model(cfg, tokenizer), cfg.block_size)
+        tokens_per_s = row["tokens_seen"] / seconds
+        rows[name] = {"changes": changes, "val_nats_per_token": row["val_nats_per_token"],
+                      "bits_per_char": row["bits_per_char"], "tokens_seen": row["tokens_seen"],
+                      "tokens_per_s": tokens_per_s, "mfu": mfu(flops, tokens_per_s, peak),
+                      "parameters": row["parameters"]}
+    best = min(rows, key=lambda name: rows[name]["val_nats_per_token"])
+    return {"seconds_each": seconds, "threads": torch.get_num_threads(),
+            "load_average_1min_at_start": os.getloadavg()[0], "shapes": rows, "best": best}

@@ -117,6 +117,11 @@ def test_conventions_checker_catches_problems(tmp_path):
     assert "the first code cell is not the shared setup cell" in problems
     assert "no code cell is tagged 'parameters'" in problems
     assert "committed with outputs" in problems
+    solution = nbformat.v4.new_code_cell("answers = {1: 2}", metadata={"tags": ["solution"]})
+    good.cells.append(solution)
+    assert any("reference-answer cell" in p for p in convention_problems(good))
+    solution.metadata["jupyter"] = {"source_hidden": True}
+    assert convention_problems(good) == []
 
 
 def test_readme_colab_links_use_the_course_repo():

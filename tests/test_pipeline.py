@@ -8,7 +8,7 @@ import torch
 from utils.config import get_profile
 from utils.models.loading import load_model
 from utils.models.tokenizers import load_tokenizer
-from utils.options import DEFAULT_STAGES
+from utils.options import DEFAULT_STAGES, RunOptions
 from utils.pipeline import job as pipeline
 from utils.runs import registry
 
@@ -128,3 +128,24 @@ def test_absurd_learning_rate_stops_with_a_clear_message(tmp_path):
     message = refused(tmp_path, "--run-name", "nan", "--stages", "stage2", "--max-steps", "2",
                       "--learning-rate", "1e30", "--max-rows", "8")
     assert "loss became" in message and "learning_rate=1e+30" in message and "dtype=float32" in message
+
+
+def test_a_class_out_of_order_makes_06_and_07s_runs_that_they_may_replace(tmp_path, monkeypatch):
+    """Notebook 08 (or 12, 13) opened first makes 06's and 07's runs as those notebooks would;
+    07 and 06 then take their runs over without a run-guard error, while the pipeline still may
+    not delete them (they are the notebooks' runs)."""
+    from utils.pipeline import class_runs
+    from utils.runs import guard as run_guard
+
+    monkeypatch.setenv("POET_RUNS_DIR", str(tmp_path))
+    model = class_runs.class_stage2_model("tiny", options=RunOptions(max_steps=1, max_rows=8))
+    stage1, stage2 = registry.run_path("06-stage1-tiny"), registry.run_path("07-stage2-tiny")
+    assert model == stage2 / registry.STAGE2_MODEL and (model / "config.json").exists()
+    assert (stage1 / registry.MERGED / "config.json").exists()
+    config = json.loads((stage2 / "config.json").read_text())
+    assert (config["notebook"], config["stage1_run"]) == (class_runs.STAGE2_NOTEBOOK, "06-stage1-tiny")
+    run_guard.check_overwrite(stage2, owner=class_runs.STAGE2_NOTEBOOK)  # 07's parameters cell
+    run_guard.check_overwrite(stage1, owner=class_runs.STAGE1_NOTEBOOK)
+    with pytest.raises(run_guard.RunGuardError, match="was made by 07_stage2_full_finetuning"):
+        run_guard.check_overwrite(stage2)  # python -m utils.pipeline --overwrite
+    assert class_runs.class_stage2_model("tiny") == model  # found now, not made again

@@ -1,6 +1,7 @@
 """bench/pretrain.py: the levers' wiring, the verdicts' and bits-per-character arithmetic, and
 the race on tiny budgets (timings are never asserted: they depend on the machine's load)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from bench import cli as bench
 from bench import pretrain as pb
 from utils.data import corpus as pretrain_data
 from utils.train.pretrain import PretrainConfig
+from utils.train.pretrain_guard import check_config
 
 SMALL = PretrainConfig(n_layer=1, n_embd=32, n_head=2, block_size=32, batch_size=4, warmup_steps=2)
 SMALL_CHARS = pb.CharRecipe(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4)
@@ -82,3 +84,27 @@ def test_the_cli_entry_passes_its_options(monkeypatch):
     assert seen == {"seconds": 7.0, "steps": 2}
     with pytest.raises(SystemExit):
         bench.parse_args(["--only", "pretrain", "--seconds", "-1"])
+
+
+def test_the_shape_sweep_trains_each_shape_for_the_same_time_and_names_the_best(gpt2_tok):
+    shapes = {"small": {}, "deeper": {"n_layer": 2}}
+    out = pb.shape_sweep(seconds=0.5, ours=SMALL, shapes=shapes, tokenizer=gpt2_tok)
+    assert set(out["shapes"]) == {"small", "deeper"} and out["seconds_each"] == 0.5
+    rows = out["shapes"]
+    assert rows["deeper"]["parameters"] > rows["small"]["parameters"]
+    assert all(r["tokens_seen"] > 0 and 0 < r["mfu"] and math.isfinite(r["val_nats_per_token"])
+               for r in rows.values())
+    assert out["best"] == min(rows, key=lambda name: rows[name]["val_nats_per_token"])
+    for changes in pb.SHAPES.values():  # each candidate passes the CLI's checks
+        check_config(dataclasses.replace(PretrainConfig(), **changes))
+
+
+def test_the_shape_sweep_runs_only_when_named(monkeypatch):
+    ran = []
+    monkeypatch.setitem(bench.BENCHMARKS, "pretrain-shapes", lambda args: ran.append("shapes") or {})
+    for name in set(bench.BENCHMARKS) - {"pretrain-shapes"}:
+        monkeypatch.setitem(bench.BENCHMARKS, name, lambda args: {})
+    bench.main(["--json"])
+    assert ran == []
+    bench.main(["--only", "pretrain-shapes", "--json"])
+    assert ran == ["shapes"]

@@ -1,7 +1,8 @@
 """Notebook conventions: the shared setup cell, a builder, and the checks the tests run.
 
 Every course notebook starts with SETUP_CELL (byte for byte), has a code cell tagged
-`parameters`, ends with exercises and takeaways, and is committed without outputs. After a
+`parameters`, ends with exercises and takeaways (reference answers, if any, in a collapsed cell
+tagged `solution`), and is committed without outputs. After a
 change to SETUP_CELL, `python -m utils.course.notebook` writes it into every notebook.
 """
 
@@ -46,6 +47,9 @@ from utils.models import setup_check
 setup_check();  # on a GPU: does the profile fit? Told now, with the options, before any download'''
 
 PARAMETERS_TAG = "parameters"
+# Reference answers run through the exercises' checks in a cell with this tag. The notebook test
+# runs it; the reader sees it collapsed (JupyterLab: source_hidden; Colab: a titled form).
+SOLUTION_TAG = "solution"
 
 
 def build_notebook(path: str | Path, cells: list[tuple[str, str]], title: str | None = None):
@@ -90,6 +94,11 @@ def convention_problems(nb) -> list[str]:
         problems.append("no code cell is tagged 'parameters'")
     if any(c.get("outputs") or c.get("execution_count") for c in code):
         problems.append("committed with outputs")
+    for cell in code:
+        meta = cell.get("metadata", {})
+        if SOLUTION_TAG in meta.get("tags", []) and not meta.get("jupyter", {}).get("source_hidden"):
+            problems.append("a reference-answer cell (tag 'solution') is shown open: set "
+                            "metadata.jupyter.source_hidden, so answers stay hidden until opened")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     for heading in ("exercise", "takeaway"):
         if heading not in text:

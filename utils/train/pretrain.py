@@ -45,9 +45,10 @@ SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea
 class PretrainConfig:
     """Architecture, schedule and loop settings of the pocket model.
 
-    The defaults are the recommended run (issue #24): each speed setting was measured side by
-    side by `python -m bench --only pretrain` (bench/pretrain.py) and the shape chosen by a
-    short sweep; the committed checkpoint's own settings are in its history.json.
+    The defaults are the recommended loop: each speed setting is measured side by side by
+    `python -m bench --only pretrain` (bench/pretrain.py). The shape is still the committed
+    checkpoint's; `python -m bench --only pretrain-shapes` measures the candidates for the next
+    one. The committed checkpoint's own settings are in its history.json.
     """
 
     n_layer: int = 4
