@@ -189,7 +189,8 @@ def char_model(recipe: CharRecipe, vocab_size: int) -> GPT2LMHeadModel:
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=vocab_size, n_positions=recipe.block_size, n_embd=recipe.n_embd,
                         n_layer=recipe.n_layer, n_head=recipe.n_head, resid_pdrop=recipe.dropout,
-                        embd_pdrop=recipe.dropout, attn_pdrop=recipe.dropout)
+                        embd_pdrop=recipe.dropout, attn_pdrop=recipe.dropout,
+                        bos_token_id=None, eos_token_id=None)  # characters: no special tokens
     return GPT2LMHeadModel(config)
 
 
