@@ -90,9 +90,10 @@ def _check_number(name: str, value, low) -> None:
 
 
 # Tiny: the class's setting, the same in notebook 12 and in `--stages prefer`. Sampling the
-# answers is most of the stage's time on a CPU: 24 prompts x 6 answers (and 3 per test prompt)
-# took 101-109 s on 2 cores (2026-12-04, short_lines 0.42 -> 0.83); 16 x 4 (and 2) moves it
-# less but well past the 0.15 that tests/test_notebooks.py asserts on notebook 12's run.
+# answers was 45% of the stage's time on a CPU (py-spy, 2026-12-05): 24 prompts x 6 answers (and
+# 3 per test prompt) took 101-109 s on 2 cores (2026-12-04, short_lines 0.42 -> 0.83); 16 x 4
+# (and 2) took 106 s with py-spy off, 0.37 -> 0.81 (2026-12-05), and notebook 12's run moves it
+# past the 0.15 that tests/test_notebooks.py asserts.
 PREFERENCE_CONFIGS = {
     "tiny": PreferenceConfig(learning_rate=1e-4, max_steps=12, max_length=256, max_prompts=16,
                              samples_per_prompt=4, eval_samples_per_prompt=2),
