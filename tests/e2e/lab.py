@@ -271,7 +271,7 @@ def run_all_cells(page, timeout_ms: int = 300_000) -> float:
 # [prompt, output text] of every code cell of the visible notebook.
 _CELLS_JS = """() => [...document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')].map(c => [
-        c.querySelector('.jp-InputPrompt').textContent.trim(),
+        (c.querySelector('.jp-InputPrompt') || {textContent: ''}).textContent.trim(),
         (c.querySelector('.jp-Cell-outputArea') || {innerText: ''}).innerText])"""
 
 
@@ -283,7 +283,10 @@ def cell_errors(page) -> list[str]:
     """
     cells = page.evaluate(_CELLS_JS)
     errors = [text for _, text in cells if "Traceback (most recent call last)" in text]
-    unrun = [n for n, (prompt, _) in enumerate(cells) if not re.search(r"\[\d+\]", prompt)]
+    # A cell ran if its prompt shows a count, or if it printed (the notebooks are committed
+    # without outputs): a collapsed reference-answer cell shows no prompt, only its output.
+    unrun = [n for n, (prompt, text) in enumerate(cells)
+             if not re.search(r"\[\d+\]", prompt) and not text.strip()]
     if unrun and not errors:
         failed = cells[unrun[0] - 1][1] if unrun[0] else ""
         errors.append(f"Run All stopped before code cell {unrun[0] + 1}; the cell above "
