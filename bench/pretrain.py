@@ -262,6 +262,7 @@ def train_pocket(cfg: PretrainConfig, seconds: float, tokenizer, blocks: dict) -
             "bits_per_char": nats * per_char / math.log(2), "steps": step,
             "tokens_seen": step * cfg.batch_size * cfg.block_size,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "flops_per_token": training_flops_per_token(model, cfg.block_size),
             "config": dataclasses.asdict(cfg)}
 
 
@@ -337,11 +338,10 @@ def shape_sweep(seconds: float, ours: PretrainConfig | None = None, shapes: dict
         cfg = dataclasses.replace(ours, **changes)
         blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
         row = train_pocket(cfg, seconds, tokenizer, blocks)
-        flops = training_flops_per_token(new_pocket_model(cfg, tokenizer), cfg.block_size)
         tokens_per_s = row["tokens_seen"] / seconds
         rows[name] = {"changes": changes, "val_nats_per_token": row["val_nats_per_token"],
                       "bits_per_char": row["bits_per_char"], "tokens_seen": row["tokens_seen"],
-                      "tokens_per_s": tokens_per_s, "mfu": mfu(flops, tokens_per_s, peak),
+                      "tokens_per_s": tokens_per_s, "mfu": mfu(row["flops_per_token"], tokens_per_s, peak),
                       "parameters": row["parameters"]}
     best = min(rows, key=lambda name: rows[name]["val_nats_per_token"])
     return {"seconds_each": seconds, "threads": torch.get_num_threads(),
