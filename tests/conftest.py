@@ -1,4 +1,9 @@
-"""Shared fixtures: the tiny profile everywhere, fast tokenizers, sample-shaped data files."""
+"""Shared fixtures: the tiny profile everywhere, fast tokenizers, sample-shaped data files.
+
+The suite runs on two worker processes (pytest-xdist, `-n 2` in pyproject.toml; `-n 0` runs it
+in one process). Each worker gets its share of the CPU cores as torch threads, and the tests
+that share work run on one worker, longest chain first (see pytest_collection_modifyitems).
+"""
 
 import os
 import sys
@@ -11,6 +16,57 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("POET_PROFILE", "tiny")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _worker_threads() -> int | None:
+    """CPU cores / workers under xdist (None in one process: torch's own count). Two workers
+    with torch's two threads each would put four busy threads on two cores, and a torch thread
+    that waits for a descheduled partner only spins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    return max(1, (os.cpu_count() or 1) // workers) if workers else None
+
+
+if _worker_threads():
+    # The environment reaches what the tests start too: notebook kernels, CLI subprocesses.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = str(_worker_threads())
+    if "torch" in sys.modules:  # imported before this file by a plugin: set it there too
+        sys.modules["torch"].set_num_threads(_worker_threads())
+
+
+# Work units for `--dist loadgroup`, first to last. A group runs on one worker, in order:
+# the notebooks that read each other's runs (08 evaluates what 06 and 07 trained, 09 rates 08's
+# samples, 12 and 13 tune 07's model: the longest chain, so it starts first); the tests that
+# share the session's whole tiny run (built once per worker that needs it); the two browser
+# tests, which share one JupyterLab server.
+CLASS_CHAIN = ("06_", "07_", "08_", "09_", "12_", "13_")
+
+
+def _group(item) -> str | None:
+    if item.originalname == "test_runs_in_tiny_profile" and item.callspec.id.startswith(CLASS_CHAIN):
+        return "class-notebooks"
+    if "tiny_full_run" in getattr(item, "fixturenames", ()):
+        return "tiny-full-run"
+    if item.get_closest_marker("e2e"):
+        return "jupyterlab"
+    return None
+
+
+GROUP_ORDER = ("class-notebooks", "tiny-full-run")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which reads the marks
+def pytest_collection_modifyitems(config, items):
+    groups = {}
+    for item in items:
+        groups[item.nodeid] = _group(item)
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+
+    def rank(item):
+        group = groups[item.nodeid]
+        return GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+    items.sort(key=rank)  # stable: the tests keep their order within a rank
 
 
 @pytest.fixture(scope="session")

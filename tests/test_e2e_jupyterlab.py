@@ -145,7 +145,9 @@ def test_rater_records_a_click_in_jupyterlab(lab_env):
         area.locator(".widget-text input").first.fill(RATER_NAME)
         time.sleep(0.5)  # the typed name reaches the kernel before the click
         button_a.click()
-        saved = lab.wait_text_change(area, refused, until=lambda t: "Saved" in t or "rror" in t)
+        # The widget prints "Saved" and then draws the next pair: wait for both.
+        saved = lab.wait_text_change(area, refused,
+                                     until=lambda t: ("Saved" in t and "pair 2 of" in t) or "rror" in t)
         _screenshot(lab_env, page, area, "09-rater-after")
         assert "Saved: pair 1 (a)." in saved
         assert "pair 2 of" in saved

@@ -57,12 +57,21 @@ def test_runs_in_tiny_profile(path, class_runs):
     client.execute()
     seconds = time.perf_counter() - start
     print(f"{path.name}: {seconds:.0f} s")
-    TIMES.parent.mkdir(exist_ok=True)
-    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
-    times[path.name] = round(seconds, 1)
-    TIMES.write_text(json.dumps(times, indent=2, sort_keys=True))
+    record_time(path.name, seconds)
     if path.stem in OUTCOMES:
         OUTCOMES[path.stem](class_runs)
+
+
+def record_time(name: str, seconds: float) -> None:
+    """Add one notebook's time to TIMES; a lock, as both test workers write the file."""
+    import fcntl
+
+    TIMES.parent.mkdir(exist_ok=True)
+    with open(TIMES.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+        times[name] = round(seconds, 1)
+        TIMES.write_text(json.dumps(times, indent=2, sort_keys=True))
 
 
 # What a notebook's run must have moved, read from the metrics it wrote to the class's runs/

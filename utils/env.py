@@ -19,7 +19,7 @@ LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "
 # Left out of the Colab setup cell's install: Colab already has torch, jupyter and
 # ipywidgets 7 (reinstalling torch would pull a second multi-GB build), and the test tools
 # (pytest, the browser driver playwright) are not needed to run the notebooks.
-COLAB_SKIP = ("torch", "jupyterlab", "ipykernel", "ipywidgets", "pytest", "pytest-timeout",
+COLAB_SKIP = ("torch", "jupyterlab", "ipykernel", "ipywidgets", "pytest", "pytest-timeout", "pytest-xdist",
               "nbclient", "nbformat", "playwright")
 # Added to it: Colab's preinstalled diffusers and gradio require huggingface-hub < 2, and
 # the newest transformers would pull 2.x; transformers 5.22+ also works with 1.x (>= 1.31).
