@@ -34,38 +34,54 @@ if _worker_threads():
         sys.modules["torch"].set_num_threads(_worker_threads())
 
 
-# Work units for `--dist loadgroup`, first to last. A group runs on one worker, in order:
-# the notebooks that read each other's runs (08 evaluates what 06 and 07 trained, 09 rates 08's
-# samples, 12 and 13 tune 07's model: the longest chain, so it starts first); the tests that
-# share the session's whole tiny run (built once per worker that needs it); the two browser
-# tests, which share one JupyterLab server.
+# Work units, first to last. A unit runs on one worker, in order: the notebooks that read each
+# other's runs (08 evaluates what 06 and 07 trained, 09 rates 08's samples, 12 and 13 tune 07's
+# model: the longest chain, so it starts first); the modules that share the session's whole
+# tiny run (`tiny_full_run`, built once); the browser tests, which share one JupyterLab server.
+# Every other test is a unit of its own. The units are named from node ids, which is all the
+# scheduler sees (xdist's own `loadgroup` marks do not reach it under pytest 9.2).
 CLASS_CHAIN = ("06_", "07_", "08_", "09_", "12_", "13_")
+FULL_RUN_MODULES = ("test_dpo.py", "test_learning.py", "test_pipeline.py", "test_reward.py")
+BROWSER_MODULES = ("test_e2e_jupyterlab.py",)
+UNIT_ORDER = ("class-notebooks", "tiny-full-run")
 
 
-def _group(item) -> str | None:
-    if item.originalname == "test_runs_in_tiny_profile" and item.callspec.id.startswith(CLASS_CHAIN):
+def work_unit(nodeid: str) -> str:
+    """The unit a test belongs to: a shared one's name, else the test's own node id."""
+    module = nodeid.split("::")[0].rsplit("/", 1)[-1]
+    if "::test_runs_in_tiny_profile[" in nodeid and nodeid.split("[", 1)[1].startswith(CLASS_CHAIN):
         return "class-notebooks"
-    if "tiny_full_run" in getattr(item, "fixturenames", ()):
+    if module in FULL_RUN_MODULES:
         return "tiny-full-run"
-    if item.get_closest_marker("e2e"):
+    if module in BROWSER_MODULES:
         return "jupyterlab"
-    return None
+    return nodeid
 
 
-GROUP_ORDER = ("class-notebooks", "tiny-full-run")
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedWorkScheduling(LoadScopeScheduling):
+        """xdist's loadscope, with work_unit's units in collection order."""
+
+        def _split_scope(self, nodeid):
+            return work_unit(nodeid)
+
+    return SharedWorkScheduling(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which reads the marks
 def pytest_collection_modifyitems(config, items):
-    groups = {}
-    for item in items:
-        groups[item.nodeid] = _group(item)
-        if groups[item.nodeid]:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    """The shared units first, longest first (xdist hands out units in this order); a test
+    outside FULL_RUN_MODULES that asks for the whole run is refused: it would build a second."""
+    strays = [i.nodeid for i in items if "tiny_full_run" in getattr(i, "fixturenames", ())
+              and work_unit(i.nodeid) != "tiny-full-run"]
+    if strays:
+        raise pytest.UsageError(f"{strays[0]} uses tiny_full_run: add its module to FULL_RUN_MODULES "
+                                "in tests/conftest.py")
 
     def rank(item):
-        group = groups[item.nodeid]
-        return GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+        unit = work_unit(item.nodeid)
+        return UNIT_ORDER.index(unit) if unit in UNIT_ORDER else len(UNIT_ORDER)
     items.sort(key=rank)  # stable: the tests keep their order within a rank
 
 
