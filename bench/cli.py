@@ -88,6 +88,35 @@ def beam_vs_generate(args) -> dict:
             "repeats": args.repeats, "profile": args.profile, "device": str(model.device)}
 
 
+# ---------------------------------------------------------------- top-p sampling (utils/generate/nucleus.py)
+
+
+@benchmark("sampling")
+def sampling_top_p(args) -> dict:
+    """generate_batched with our top-p against generate's own, one batch of the profile's
+    decoding: the same seed, so the same texts; the sample questions of a DPO or reward stage."""
+    from utils.config import get_profile
+    from utils.env import pick_device
+    from utils.generate import batched
+    from utils.models.loading import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(args.profile, device=pick_device())
+    prompts = [p for p in BEAM_PROMPTS for _ in range(args.sampling_rows // len(BEAM_PROMPTS))]
+    decode = get_profile(args.profile).decode
+
+    def run(fast_top_p):
+        return lambda: batched.generate_batched(model, tokenizer, prompts, decode, seed=0,
+                                                batch_size=len(prompts), fast_top_p=fast_top_p)
+
+    fns = {"ours": run(True), "hf": run(False)}
+    identical = fns["ours"]() == fns["hf"]()  # also the warm-up
+    seconds = side_by_side(fns, args.repeats)
+    return {"identical": identical, "ours_s": round(seconds["ours"], 4), "hf_s": round(seconds["hf"], 4),
+            "speedup": round(seconds["hf"] / seconds["ours"], 3), "rows": len(prompts),
+            "max_new_tokens": decode.max_new_tokens, "top_p": decode.top_p, "repeats": args.repeats,
+            "threads": torch.get_num_threads(), "profile": args.profile, "device": str(model.device)}
+
+
 # ---------------------------------------------------------------- efficient training (notebook 11)
 
 
@@ -137,6 +166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--num-beams", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=30)
+    parser.add_argument("--sampling-rows", type=int, default=32,
+                        help="sampling: rows in the batch (32: a DPO or reward stage's batch)")
     parser.add_argument("--seconds", type=float, default=180.0,
                         help="pretrain: wall time of each recipe in the race (0: skip the race); "
                              "pretrain-shapes: of each shape")

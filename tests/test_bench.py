@@ -7,6 +7,13 @@ import pytest
 from bench import cli as bench
 
 
+def test_sampling_report_compares_the_same_texts(capsys):
+    bench.main(["--json", "--only", "sampling", "--repeats", "1", "--sampling-rows", "8", "--profile", "tiny"])
+    report = json.loads(capsys.readouterr().out)["sampling"]
+    assert report["identical"] is True and report["rows"] == 8
+    assert report["ours_s"] > 0 and report["hf_s"] > 0 and report["speedup"] > 0
+
+
 def test_beam_json_report(capsys):
     bench.main(["--json", "--only", "beam", "--repeats", "1", "--max-new-tokens", "6", "--profile", "tiny"])
     report = json.loads(capsys.readouterr().out)

@@ -47,7 +47,10 @@ def test_button_click_sends_the_settings_to_generate(tiny, monkeypatch):
     assert "error" not in _shown(pg)
     sent = calls[-1]["generation_config"]  # utils.generate.batched hands generate one config
     assert sent.do_sample is True and sent.num_beams == 1
-    assert (sent.temperature, sent.top_p, sent.top_k) == (1.3, 0.8, 17)
+    # temperature, top-k and top-p travel as warpers, in Hugging Face's order (utils/generate/nucleus.py)
+    temperature, top_k, top_p = calls[-1]["logits_processor"]
+    assert (temperature.temperature, top_k.top_k, top_p.top_p) == (1.3, 17, 0.8)
+    assert (sent.temperature, sent.top_k, sent.top_p) == (1.0, 0, 1.0)  # not applied twice
     assert (sent.repetition_penalty, sent.max_new_tokens) == (1.25, 6)
 
     pg.do_sample.value, pg.num_beams.value = False, 3  # beam search: no sampling knobs sent

@@ -91,17 +91,19 @@ def cpu_threads(device, batch_size: int) -> int | None:
 
 def generate_batched(model, tokenizer, prompts, settings: DecodeConfig | dict,
                      max_new_tokens: int | None = None, seed: int | None = 42,
-                     batch_size: int = 8) -> list[str]:
+                     batch_size: int = 8, fast_top_p: bool = True) -> list[str]:
     """The new text after each prompt, batch_size prompts at a time. Notebooks 03, 08 and 09.
 
     Each batch is reseeded with `seed` (None: not reseeded, e.g. the playground's fresh
     samples), so a rerun gives the same texts; a prompt's text depends on the batch it shares
     the random stream with (generate_texts reseeds per prompt instead). Prompts are encoded by
     utils.generate.decoding.encode_prompt: an empty one starts from BOS, a too long one loses its start.
+    fast_top_p=False samples with Hugging Face's own top-p (the same texts, slower: `python -m
+    bench --only sampling` compares them).
     """
     kwargs = _settings(settings, max_new_tokens)
     config = _generation_config(model, tokenizer, kwargs)
-    processors = _nucleus(config)
+    processors = _nucleus(config) if fast_top_p else LogitsProcessorList()
     limit = context_length(model)
     device, texts = next(model.parameters()).device, []
     encoded = [encode_prompt(tokenizer, p, kwargs["max_new_tokens"], limit) for p in prompts]
