@@ -93,7 +93,8 @@ def _check_number(name: str, value, low) -> None:
 # answers was 45% of the stage's time on a CPU (py-spy, 2026-12-05): 24 prompts x 6 answers (and
 # 3 per test prompt) took 101-109 s on 2 cores (2026-12-04, short_lines 0.42 -> 0.83); 16 x 4
 # (and 2) took 106 s with py-spy off, 0.37 -> 0.81 (2026-12-05), and notebook 12's run moves it
-# past the 0.15 that tests/test_notebooks.py asserts.
+# past the 0.15 that tests/test_notebooks.py asserts. Top-p without the full sort
+# (utils/generate/nucleus.py) samples the same texts: 70.8 s, the same numbers (2026-12-05).
 PREFERENCE_CONFIGS = {
     "tiny": PreferenceConfig(learning_rate=1e-4, max_steps=12, max_length=256, max_prompts=16,
                              samples_per_prompt=4, eval_samples_per_prompt=2),
