@@ -1,8 +1,8 @@
 """Top-p (nucleus) filtering that sorts only the head of the distribution.
 
 Hugging Face's TopPLogitsWarper sorts all 50,257 logits of every row at every new token. On a
-CPU that sort was the largest single cost of sampling: 31% of a reward-stage run (py-spy, 8
-steps on the pocket model), where the model itself took 17%. The tokens it keeps are the most
+CPU that sort was the largest single cost of sampling: 31% of a reward-stage run's time (py-spy,
+8 steps on the pocket model), more than all the model's forward passes (17%). The tokens it keeps are the most
 likely ones: a token stays when the probability of the tokens ranked above it is below top_p.
 So the k most likely tokens (`torch.topk`, a partial sort) decide the whole nucleus whenever
 they hold at least top_p of the probability; a row where they do not is sorted in full, as
