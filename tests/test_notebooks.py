@@ -1,7 +1,8 @@
 """Every notebook follows the course conventions and runs top to bottom in the tiny profile.
 
-The measured wall time of each run is printed and written to runs/notebook_times.json;
-the README's course map quotes those numbers.
+The measured wall time of each run is printed and written to runs/notebook_times.json. In the
+suite each worker has one of the two cores, so these times run longer than a student's; the
+README's course map quotes `tools/run_notebooks.py`, which runs notebooks with every core.
 """
 
 import json
