@@ -26,12 +26,13 @@ def _worker_threads() -> int | None:
     return max(1, (os.cpu_count() or 1) // workers) if workers else None
 
 
-if _worker_threads():
+WORKER_THREADS = _worker_threads()
+if WORKER_THREADS:
     # The environment reaches what the tests start too: notebook kernels, CLI subprocesses.
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_name] = str(_worker_threads())
+        os.environ[_name] = str(WORKER_THREADS)
     if "torch" in sys.modules:  # imported before this file by a plugin: set it there too
-        sys.modules["torch"].set_num_threads(_worker_threads())
+        sys.modules["torch"].set_num_threads(WORKER_THREADS)
 
 
 # Work units, first to last. A unit runs on one worker, in order: the notebooks that read each

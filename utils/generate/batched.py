@@ -52,10 +52,10 @@ def _nucleus(config) -> LogitsProcessorList:
     without sorting all 50,257 logits at every token. `generate` runs the processors it is given
     before its own temperature and top-k, so those move here too, in Hugging Face's order, and
     the config's temperature, top_k and top_p are set to do nothing."""
-    top_p, beams = getattr(config, "top_p", None), getattr(config, "num_beams", 1) or 1
+    top_p = config.top_p
     others = ("min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")  # they follow top-p there
-    if (not config.do_sample or top_p is None or top_p >= 1.0 or beams > 1
-            or any(getattr(config, name, None) not in (None, 0.0, 1.0) for name in others)):
+    if (not config.do_sample or top_p is None or top_p >= 1.0 or (config.num_beams or 1) > 1
+            or any(getattr(config, name) not in (None, 0.0, 1.0) for name in others)):
         return LogitsProcessorList()
     warpers = LogitsProcessorList()
     if config.temperature not in (None, 1.0):
