@@ -21,11 +21,16 @@ def test_each_lever_changes_one_thing_from_ours():
     for name, (changes, threads) in pb.lever_settings(ours).items():
         if name == "today":
             assert changes == pb.TODAY and PretrainConfig(**changes).bf16 is True
+            assert PretrainConfig(**changes).head == "full"  # the checkpoint scored every row
+        elif name == "today in fp32":
+            assert changes == {**pb.TODAY, "bf16": False}
         elif name == "1 thread":
             assert (changes, threads) == ({}, 1)
+        elif name == "full head, chunked":  # the chunked loss only computes the full head
+            assert changes == {"head": "full", "chunked_loss": True}
         elif name != "ours":
             assert len(changes) == 1 and threads is pb.ALL_THREADS, name
-    assert {"dropout", "bf16 autocast", "AdamW foreach", "chunked loss", "torch.compile",
+    assert {"dropout", "bf16 autocast", "AdamW foreach", "full head", "torch.compile",
             "batch 4", "batch 16"} <= set(pb.lever_settings(ours))
 
 
@@ -59,8 +64,14 @@ def test_both_recipes_see_the_same_held_out_characters(gpt2_tok):
 
 def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):
     out = pb.pretrain_bench(seconds=1, steps=1, ours=SMALL, recipe=SMALL_CHARS,
-                            only=("today", "ours"), tokenizer=gpt2_tok)
-    assert set(out["levers"]) == {"today", "ours"} and out["verdicts"] == {}
+                            only=("today", "today in fp32", "ours"), tokenizer=gpt2_tok)
+    assert set(out["levers"]) == {"today", "today in fp32", "ours"} and out["verdicts"] == {}
+    assert out["speedup_vs_today_fp32"] == pytest.approx(
+        out["ours_tokens_per_s"] / out["levers"]["today in fp32"]["tokens_per_s"])
+    head = out["levers"]["ours"]["head_rows"]  # ours scores the corpus's rows; today all of them
+    assert head < out["levers"]["today"]["head_rows"] == len(gpt2_tok)
+    placed = out["race"]["pocket"]["head"]  # the race scores the full head, unused rows placed
+    assert placed["unused_mass"] == pytest.approx(placed["target"], rel=0.05)
     peak = out["peak_gemm_gflops"] * 1e9
     for row in out["levers"].values():
         assert row["tokens_per_s"] > 0 and math.isfinite(row["loss"])

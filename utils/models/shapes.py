@@ -59,7 +59,7 @@ def count_parameters_from_config(config) -> int:
 # ---------------------------------------------------------------- compute
 
 
-def training_flops_per_token(model, context: float) -> float:
+def training_flops_per_token(model, context: float, head_rows: int | None = None) -> float:
     """Training FLOPs per token: 6 x parameters, plus attention's 12 x layers x width x context.
 
     6N: a parameter costs 2 FLOPs forward (one multiply, one add) and 4 backward (gradients of
@@ -67,10 +67,13 @@ def training_flops_per_token(model, context: float) -> float:
     2 x 2 x width x context per layer forward, so 12 x layers x width x context with the
     backward's 2x. The tied output layer is counted once, as the one matmul it is; `context` is
     the mean real length a token attends over (padding is no useful work). The one formula
-    every benchmark and the pretraining card use. Notebook 11.
+    every benchmark and the pretraining card use. Notebook 11. head_rows: the output layer's
+    rows the loss scores, when fewer than the vocabulary (pretraining's corpus head).
     """
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
+    if head_rows is not None:
+        params -= (cfg.vocab_size - head_rows) * cfg.hidden_size
     return 6 * params + 12 * cfg.num_hidden_layers * cfg.hidden_size * context
 
 

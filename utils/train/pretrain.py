@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -33,10 +32,12 @@ from utils.config import POCKET_DIR
 from utils.data import corpus as pretrain_data
 from utils.evaluate.metrics import block_loss
 from utils.models.loading import eval_mode, load_local_base
-from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
+from utils.models.shapes import peak_gemm_flops
 from utils.models.tokenizers import gpt2_tokenizer
 from utils.train import pretrain_guard
 from utils.train.chunked_loss import lm_loss
+from utils.train.corpus_head import CorpusHead, corpus_head_loss, place_unseen_rows
+from utils.train.pocket_card import model_card
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
 
@@ -67,7 +68,8 @@ class PretrainConfig:
     bf16: bool = False  # bf16 autocast: without native bf16 (AVX2) a CPU converts, ~5x slower
     adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
     chunked_loss: bool = False  # utils.train.chunked_loss over the 50,257-way head
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (its body alone with the corpus head)
+    head: str = "corpus"  # the loss over the training split's tokens ("corpus", corpus_head.py) or all 50,257 ("full")
     seed: int = 0
 
     @property
@@ -119,26 +121,52 @@ def batch_rows(step: int, n_rows: int, cfg: PretrainConfig) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def _lm_loss(model, batch: torch.Tensor, chunked: bool = False) -> torch.Tensor:
+def _lm_loss(model, batch: torch.Tensor, chunked: bool = False,
+             head: CorpusHead | None = None) -> torch.Tensor:
     """Next-token loss of packed blocks; the all-ones mask says: no padding here (EOS is text).
 
+    head: the loss over the corpus's rows of the output layer alone (corpus_head.py).
     chunked: the loss through the tied output layer 256 positions at a time (the 50,257-way
     logits of a whole batch, 8 x 256 x 50,257 x 4 bytes = 412 MB, never exist at once).
     """
+    if head is not None:
+        return corpus_head_loss(model, batch, head)
     if chunked:
         return lm_loss(model, {"input_ids": batch, "labels": batch})
     return model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
 
 
-def train_step(model, optimizer, batch: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
-    """One optimizer step on a batch of blocks: loss, backward, clip, update. Returns the loss."""
+def train_step(model, optimizer, batch: torch.Tensor, cfg: PretrainConfig,
+               head: CorpusHead | None = None) -> torch.Tensor:
+    """One optimizer step on a batch of blocks: loss, backward, clip, update. Returns the loss.
+
+    head: the corpus head that cfg.head == "corpus" trains (`corpus_head_for`); None: all rows.
+    """
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-        loss = _lm_loss(model, batch, cfg.chunked_loss)
+        loss = _lm_loss(model, batch, cfg.chunked_loss, head)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def corpus_head_for(cfg: PretrainConfig, train: torch.Tensor, vocab_size: int) -> CorpusHead | None:
+    """The rows the loss trains: the training split's tokens (cfg.head "corpus"), or None (all)."""
+    return CorpusHead.from_blocks(train, vocab_size) if cfg.head == "corpus" else None
+
+
+def compile_in_place(model, cfg: PretrainConfig) -> None:
+    """torch.compile the module the loss calls, in place: the weights, their names and the saved
+    files stay the model's own. The corpus head calls the body (model.transformer) directly."""
+    if cfg.compile:
+        (model.transformer if cfg.head == "corpus" else model).compile()
+
+
+def validation_loss(model, blocks: dict, head: CorpusHead | None) -> tuple[float, dict | None]:
+    """The full 50,257-way held-out loss; with the corpus head, after placing the unused rows."""
+    placed = place_unseen_rows(model, head, blocks["train"]) if head is not None else None
+    return block_loss(model, blocks["validation"]), placed
 
 
 def sample_texts(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 40, seed: int = 0):
@@ -208,6 +236,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
     blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
     model = new_pocket_model(cfg, tokenizer)
     optimizer = make_optimizer(model, cfg)
+    head = corpus_head_for(cfg, blocks["train"], len(tokenizer))
     ckpt = out_dir / "checkpoint"
     state = {"step": 0, "history": [], "samples": [], "wall_s": 0.0, "tokens": 0,
              "config": dataclasses.asdict(cfg)}  # --resume compares it (pretrain_guard)
@@ -217,7 +246,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
         raise FileExistsError(f"{ckpt} holds an unfinished run: pass --resume to continue it, "
                               "or delete that folder to start over")
     model.train()
-    runner = torch.compile(model) if cfg.compile else model  # shares model's weights
+    compile_in_place(model, cfg)
     start, last = time.perf_counter(), state["wall_s"]
     bar = tqdm(range(state["step"], cfg.total_steps), initial=state["step"], total=cfg.total_steps,
                desc="pretraining", disable=not progress)
@@ -225,17 +254,19 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, cfg)
         batch = blocks["train"][batch_rows(step, len(blocks["train"]), cfg)]
-        loss = train_step(runner, optimizer, batch, cfg)
+        loss = train_step(model, optimizer, batch, cfg, head)
         state["tokens"] += batch.numel()
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --learning-rate")
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.total_steps:
             state["wall_s"] = last + time.perf_counter() - start
-            val = block_loss(model, blocks["validation"])
+            val, placed = validation_loss(model, blocks, head)
             state["history"].append({"step": done, "tokens": state["tokens"], "train_loss": loss.item(),
                                      "val_loss": val, "lr": learning_rate_at(step, cfg),
                                      "wall_s": round(state["wall_s"], 1)})
+            if placed:
+                state["head"] = {"rows": head.rows, **placed}
             if done in _sample_steps(cfg):
                 state["samples"].append({"step": done, "texts": sample_texts(model, tokenizer)})
             bar.set_postfix(train=f"{loss.item():.2f}", val=f"{val:.2f}")
@@ -264,57 +295,6 @@ def save_pocket(model, tokenizer, out_dir: Path, cfg: PretrainConfig, state: dic
     (out_dir / "history.json").write_text(json.dumps(
         {"config": dataclasses.asdict(cfg), **state}, indent=1))
     (out_dir / "README.md").write_text(model_card(cfg, state, blocks, model))
-
-
-def model_card(cfg: PretrainConfig, state: dict, blocks, model) -> str:
-    """What a reader needs to trust or reproduce the checkpoint, all measured by this run."""
-    last = state["history"][-1] if state["history"] else {}
-    params = sum(p.numel() for p in model.parameters())
-    files = pretrain_data.check_corpus()
-    corpus = "\n".join(f"| `data/pretrain/{name}` | `{digest}` |" for name, digest in files.items())
-    tokens_per_s = state["tokens"] / state["wall_s"] if state["wall_s"] else float("nan")
-    flops = training_flops_per_token(model, cfg.block_size)
-    peak = state.get("peak_gemm_gflops", 0.0) * 1e9
-    used = mfu(flops, tokens_per_s, peak)
-    first = state["history"][0]["val_loss"] if state["history"] else float("nan")
-    curve = "\n".join(f"| {h['step']:,d} | {h['tokens']:,d} | {h['wall_s'] / 60:.1f} | {h['train_loss']:.3f} | "
-                      f"{h['val_loss']:.3f} |" for h in state["history"])
-    samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
-                        for s in state["samples"])
-    loop = ", ".join([f"dropout {cfg.dropout:g}", "bf16 autocast" if cfg.bf16 else "fp32",
-                      f"{cfg.adamw} AdamW"] + (["torch.compile"] if cfg.compile else []))
-    return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
-
-Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile loads it as its base.
-
-| | |
-|---|---|
-| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size} |
-| output head | tied to the input embedding (50,257 x {cfg.n_embd}, no extra parameters); loss over {'the chunked head, 256 positions at a time' if cfg.chunked_loss else 'the full logits'} |
-| parameters | {params:,d} |
-| tokenizer | the real GPT-2 BPE (50,257 tokens), token-compatible with `openai-community/gpt2` |
-| storage | safetensors, fp16 (load as fp32 on a CPU) |
-| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {loop} |
-| data | {len(blocks['train']):,d} training blocks, {len(blocks['validation']):,d} validation blocks (5% of the plays' passages and of the sonnets, held out whole) |
-| validation loss | {first:.3f} after {cfg.eval_every} steps -> **{last.get('val_loss', float('nan')):.3f}** nats/token at the end (ln 50257 = 10.825 is a uniform guess) |
-| final training loss | {last.get('train_loss', float('nan')):.3f} (last batch) |
-| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s (validation and checkpoints included) |
-| MFU | {f'{used:.2f}' if used else 'not measured'}: {flops / 1e6:.1f} MFLOP per token (`training_flops_per_token`) x tokens/s over {peak / 1e9:.0f} GFLOP/s, this machine's fp32 GEMM peak measured after the run |
-| machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
-
-## Validation loss curve
-| step | tokens | wall (min) | training loss (last batch) | validation loss |
-|---|---|---|---|---|
-{curve}
-
-## Corpus
-| file | sha256 |
-|---|---|
-{corpus}
-
-## Samples (temperature 0.8, top-k 50, seed 0) during training
-{samples}
-"""
 
 
 def load_pocket(path: str | Path = POCKET_DIR, dtype: torch.dtype = torch.float32):

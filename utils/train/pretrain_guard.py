@@ -51,6 +51,10 @@ LOWER_BOUNDS = {"n_layer": (1, True), "n_embd": (1, True), "n_head": (1, True),
                 "eval_every": (1, True), "seed": (0, True)}
 
 
+# settings with a fixed set of values
+CHOICES = {"head": ("corpus", "full"), "adamw": ("fused", "foreach", "for-loop")}
+
+
 def check_config(cfg) -> None:
     """PretrainGuardError for the first setting no run can train with (NaN, 0, <0, shapes)."""
     for name, (low, inclusive) in LOWER_BOUNDS.items():
@@ -67,6 +71,10 @@ def check_config(cfg) -> None:
         raise PretrainGuardError(f"--n-head {cfg.n_head} does not divide --n-embd {cfg.n_embd}: "
                                  "each head gets n_embd / n_head dimensions; choose a divisor, "
                                  f"e.g. --n-head {_divisor_near(cfg.n_embd, cfg.n_head)}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise PretrainGuardError(f"{_flag(name)} must be one of {', '.join(allowed)}, "
+                                     f"got {getattr(cfg, name)!r}")
     if cfg.block_size > MAX_BLOCK_SIZE:
         raise PretrainGuardError(f"--block-size {cfg.block_size} is over the GPT-2 tokenizer's "
                                  f"context of {MAX_BLOCK_SIZE} tokens; choose at most "

@@ -1,0 +1,80 @@
+"""The pocket model's card: what a reader needs to trust or reproduce the checkpoint.
+
+`utils.train.pretrain` writes it beside the weights (models/pocket-gpt2/README.md); every
+figure on it was measured by that run: tokens, wall time, tokens/s, MFU, the loss curve.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from utils.data import corpus as pretrain_data
+from utils.models.shapes import mfu, training_flops_per_token
+
+
+def model_card(cfg, state: dict, blocks, model) -> str:
+    """The card's markdown from the run's PretrainConfig, state (history, tokens, wall time), blocks
+    and model: what a reader needs to trust or reproduce the checkpoint, all measured by the run."""
+    last = state["history"][-1] if state["history"] else {}
+    params = sum(p.numel() for p in model.parameters())
+    files = pretrain_data.check_corpus()
+    corpus = "\n".join(f"| `data/pretrain/{name}` | `{digest}` |" for name, digest in files.items())
+    tokens_per_s = state["tokens"] / state["wall_s"] if state["wall_s"] else float("nan")
+    placed = state.get("head")
+    flops = training_flops_per_token(model, cfg.block_size, placed["rows"] if placed else None)
+    peak = state.get("peak_gemm_gflops", 0.0) * 1e9
+    used = mfu(flops, tokens_per_s, peak)
+    first = state["history"][0]["val_loss"] if state["history"] else float("nan")
+    curve = "\n".join(f"| {h['step']:,d} | {h['tokens']:,d} | {h['wall_s'] / 60:.1f} | {h['train_loss']:.3f} | "
+                      f"{h['val_loss']:.3f} |" for h in state["history"])
+    samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
+                        for s in state["samples"])
+    loop = ", ".join([f"dropout {cfg.dropout:g}", "bf16 autocast" if cfg.bf16 else "fp32",
+                      f"{cfg.adamw} AdamW"] + (["torch.compile"] if cfg.compile else []))
+    return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
+
+Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile loads it as its base.
+
+| | |
+|---|---|
+| architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size} |
+| output head | {_head_line(cfg, placed)} |
+| parameters | {params:,d} |
+| tokenizer | the real GPT-2 BPE (50,257 tokens), token-compatible with `openai-community/gpt2` |
+| storage | safetensors, fp16 (load as fp32 on a CPU) |
+| training | {state['step']:,d} steps x {cfg.batch_size} rows x {cfg.block_size} tokens = {state['tokens']:,d} tokens seen; AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay}), peak lr {cfg.learning_rate}, {cfg.warmup_steps} warm-up steps then cosine to {cfg.min_lr_ratio:g} x peak, gradient clipping {cfg.grad_clip}; {loop} |
+| data | {len(blocks['train']):,d} training blocks, {len(blocks['validation']):,d} validation blocks (5% of the plays' passages and of the sonnets, held out whole) |
+| validation loss | {first:.3f} after {cfg.eval_every} steps -> **{last.get('val_loss', float('nan')):.3f}** nats/token at the end (ln 50257 = 10.825 is a uniform guess) |
+| final training loss | {last.get('train_loss', float('nan')):.3f} (last batch) |
+| wall time | {state['wall_s'] / 60:.1f} min, {tokens_per_s:,.0f} tokens/s (validation and checkpoints included) |
+| MFU | {f'{used:.2f}' if used else 'not measured'}: {flops / 1e6:.1f} MFLOP per token (`training_flops_per_token`, the head's trained rows counted) x tokens/s over {peak / 1e9:.0f} GFLOP/s, this machine's fp32 GEMM peak measured after the run |
+| machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
+
+## Validation loss curve
+| step | tokens | wall (min) | training loss (last batch) | validation loss |
+|---|---|---|---|---|
+{curve}
+
+## Corpus
+| file | sha256 |
+|---|---|
+{corpus}
+
+## Samples (temperature 0.8, top-k 50, seed 0) during training
+{samples}
+"""
+
+
+def _head_line(cfg, placed: dict | None) -> str:
+    """The card's output-head row: what the loss scored in training, and how the rest was set."""
+    tied = f"tied to the input embedding (50,257 x {cfg.n_embd}, no extra parameters)"
+    if not placed:
+        return f"{tied}; loss over {'the chunked head, 256 positions at a time' if cfg.chunked_loss else 'the full logits'}"
+    return (f"{tied}; training scored only the {placed['rows']:,d} tokens of the training split "
+            f"(`utils/train/corpus_head.py`); the other rows were then moved together against the mean "
+            f"hidden direction (beta {placed['beta']:.2f}, fitted by likelihood with the Good-Turing "
+            f"rate of unseen tokens, {placed['target']:.2%}); they hold {placed['unused_mass']:.2%} of "
+            f"the probability on training text. The validation loss is the full 50,257-way one")
