@@ -144,12 +144,20 @@ def pretraining(args) -> dict:
     return pretrain_bench(seconds=args.seconds, steps=args.pretrain_steps)
 
 
-@benchmark("pretrain-shapes", by_default=False)  # 6 shapes x --seconds each
+@benchmark("pretrain-shapes", by_default=False)  # 5 shapes x --seconds each
 def pretraining_shapes(args) -> dict:
     """Candidate shapes for the pocket checkpoint, each trained for --seconds: held-out loss."""
     from bench.pretrain import shape_sweep
 
     return shape_sweep(seconds=args.seconds)
+
+
+@benchmark("pretrain-dropout", by_default=False)  # 2 rates x --seconds each
+def pretraining_dropout(args) -> dict:
+    """Dropout 0 against 0.1 when the data repeats as in the full run: held-out loss."""
+    from bench.pretrain import dropout_probe
+
+    return dropout_probe(seconds=args.seconds)
 
 
 # ---------------------------------------------------------------- command line
@@ -170,7 +178,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="sampling: rows in the batch (32: a DPO or reward stage's batch)")
     parser.add_argument("--seconds", type=float, default=180.0,
                         help="pretrain: wall time of each recipe in the race (0: skip the race); "
-                             "pretrain-shapes: of each shape")
+                             "pretrain-shapes, pretrain-dropout: of each run")
     parser.add_argument("--pretrain-steps", type=int, default=4,
                         help="pretrain: timed optimizer steps per setting (after one warm-up step)")
     args = parser.parse_args(argv)

@@ -70,8 +70,7 @@ def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):
         out["ours_tokens_per_s"] / out["levers"]["today in fp32"]["tokens_per_s"])
     head = out["levers"]["ours"]["head_rows"]  # ours scores the corpus's rows; today all of them
     assert head < out["levers"]["today"]["head_rows"] == len(gpt2_tok)
-    placed = out["race"]["pocket"]["head"]  # the race scores the full head, unused rows placed
-    assert placed["unused_mass"] == pytest.approx(placed["target"], rel=0.05)
+    assert out["race"]["pocket"]["head_rows"] == head  # the race trains ours, scores the full head
     peak = out["peak_gemm_gflops"] * 1e9
     for row in out["levers"].values():
         assert row["tokens_per_s"] > 0 and math.isfinite(row["loss"])
@@ -119,3 +118,15 @@ def test_the_shape_sweep_runs_only_when_named(monkeypatch):
     assert ran == []
     bench.main(["--only", "pretrain-shapes", "--json"])
     assert ran == ["shapes"]
+
+
+def test_the_dropout_probe_repeats_a_slice_of_the_split_at_each_rate(gpt2_tok):
+    out = pb.dropout_probe(seconds=0.5, slice_of=8, ours=SMALL, rates=(0.0, 0.2), tokenizer=gpt2_tok)
+    whole = pretrain_data.pretraining_blocks(gpt2_tok, SMALL.block_size)["train"]
+    assert out["train_tokens"] == (len(whole) // 8) * SMALL.block_size
+    runs = out["runs"]
+    assert set(runs) == {"dropout 0", "dropout 0.2"}
+    for run in runs.values():
+        assert run["passes"] == pytest.approx(run["tokens_seen"] / out["train_tokens"])
+        assert math.isfinite(run["val_nats_per_token"])
+    assert out["best"] == min(runs, key=lambda name: runs[name]["val_nats_per_token"])

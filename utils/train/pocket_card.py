@@ -6,11 +6,13 @@ figure on it was measured by that run: tokens, wall time, tokens/s, MFU, the los
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
 import torch
 
+from utils.config import REPO_ROOT
 from utils.data import corpus as pretrain_data
 from utils.models.shapes import mfu, training_flops_per_token
 
@@ -23,8 +25,8 @@ def model_card(cfg, state: dict, blocks, model) -> str:
     files = pretrain_data.check_corpus()
     corpus = "\n".join(f"| `data/pretrain/{name}` | `{digest}` |" for name, digest in files.items())
     tokens_per_s = state["tokens"] / state["wall_s"] if state["wall_s"] else float("nan")
-    placed = state.get("head")
-    flops = training_flops_per_token(model, cfg.block_size, placed["rows"] if placed else None)
+    head = state.get("head")  # the corpus head's rows, when the run used it
+    flops = training_flops_per_token(model, cfg.block_size, head["used"] + head["samples"] if head else None)
     peak = state.get("peak_gemm_gflops", 0.0) * 1e9
     used = mfu(flops, tokens_per_s, peak)
     first = state["history"][0]["val_loss"] if state["history"] else float("nan")
@@ -41,7 +43,7 @@ Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile l
 | | |
 |---|---|
 | architecture | GPT-2 (`GPT2LMHeadModel`), {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context {cfg.block_size} |
-| output head | {_head_line(cfg, placed)} |
+| output head | {_head_line(cfg, head)} |
 | parameters | {params:,d} |
 | tokenizer | the real GPT-2 BPE (50,257 tokens), token-compatible with `openai-community/gpt2` |
 | storage | safetensors, fp16 (load as fp32 on a CPU) |
@@ -53,6 +55,7 @@ Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile l
 | MFU | {f'{used:.2f}' if used else 'not measured'}: {flops / 1e6:.1f} MFLOP per token (`training_flops_per_token`, the head's trained rows counted) x tokens/s over {peak / 1e9:.0f} GFLOP/s, this machine's fp32 GEMM peak measured after the run |
 | machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
 
+{shape_section(cfg)}
 ## Validation loss curve
 | step | tokens | wall (min) | training loss (last batch) | validation loss |
 |---|---|---|---|---|
@@ -68,13 +71,43 @@ Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile l
 """
 
 
-def _head_line(cfg, placed: dict | None) -> str:
-    """The card's output-head row: what the loss scored in training, and how the rest was set."""
+def _head_line(cfg, head: dict | None) -> str:
+    """The card's output-head row: which rows the training loss scored."""
     tied = f"tied to the input embedding (50,257 x {cfg.n_embd}, no extra parameters)"
-    if not placed:
+    if not head:
         return f"{tied}; loss over {'the chunked head, 256 positions at a time' if cfg.chunked_loss else 'the full logits'}"
-    return (f"{tied}; training scored only the {placed['rows']:,d} tokens of the training split "
-            f"(`utils/train/corpus_head.py`); the other rows were then moved together against the mean "
-            f"hidden direction (beta {placed['beta']:.2f}, fitted by likelihood with the Good-Turing "
-            f"rate of unseen tokens, {placed['target']:.2%}); they hold {placed['unused_mass']:.2%} of "
-            f"the probability on training text. The validation loss is the full 50,257-way one")
+    return (f"{tied}; each training step scored the {head['used']:,d} tokens of the training split "
+            f"and {head['samples']:,d} of the other {head['unused']:,d} drawn at random, weighted so that "
+            f"the loss estimates the full softmax's (a sampled softmax, `utils/train/corpus_head.py`). "
+            f"The validation loss is the full 50,257-way one")
+
+
+# Why width is held at 128 while depth may grow: every later stage (stage 1, stage 2, DPO,
+# the reward stage, sampling in every notebook and test) scores all 50,257 tokens at every
+# position, so its cost grows with the width of that output layer; the corpus head spares only
+# pretraining. Depth adds a few hundred thousand weights per layer and costs every stage little.
+SHAPE_RULE = ("the lowest held-out loss among the shapes 128 wide: every later stage scores all "
+              "50,257 tokens at every position, a cost that grows with the width, not the depth")
+BENCH_FILE = REPO_ROOT / "results" / "bench-cpu.json"
+
+
+def shape_section(cfg, bench_file=BENCH_FILE) -> str:
+    """The card's "Shape" section: the measured sweep and dropout probe the shape came from."""
+    results = json.loads(bench_file.read_text()).get("results", {}) if bench_file.is_file() else {}
+    sweep, probe = results.get("pretrain-shapes"), results.get("pretrain-dropout")
+    if not sweep:
+        return "## Shape\nNo shape sweep in results/bench-cpu.json (`python -m bench --only pretrain-shapes`).\n"
+    rows = "\n".join(f"| {name} | {r['val_nats_per_token']:.3f} | {r['tokens_seen']:,d} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['mfu']:.2f} | {r['parameters']:,d} |" for name, r in sweep["shapes"].items())
+    mine = f"{cfg.n_layer}x{cfg.n_embd} ctx{cfg.block_size}"
+    text = (f"## Shape\n`python -m bench --only pretrain-shapes` trained each candidate for "
+            f"{sweep['seconds_each']:.0f} s ({sweep['threads']} threads). Chosen: **{mine}**, "
+            f"{SHAPE_RULE}.{'' if mine in sweep['shapes'] else ' (This run is not one of the swept shapes.)'}\n\n"
+            f"| shape | held-out nats/token | tokens seen | tokens/s | MFU | parameters |\n|---|---|---|---|---|---|\n{rows}\n")
+    if probe:
+        runs = ", ".join(f"{name}: {r['val_nats_per_token']:.3f} after {r['passes']:.0f} passes"
+                         for name, r in probe["runs"].items())
+        text += (f"\nDropout (`python -m bench --only pretrain-dropout`, {probe['seconds_each']:.0f} s each on "
+                 f"1/{probe['slice_of']} of the split, so the data repeats as in a full run): {runs}. "
+                 f"This run: dropout {cfg.dropout:g}.\n")
+    return text

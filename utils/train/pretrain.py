@@ -36,7 +36,7 @@ from utils.models.shapes import peak_gemm_flops
 from utils.models.tokenizers import gpt2_tokenizer
 from utils.train import pretrain_guard
 from utils.train.chunked_loss import lm_loss
-from utils.train.corpus_head import CorpusHead, corpus_head_loss, place_unseen_rows
+from utils.train.corpus_head import CorpusHead, corpus_head_loss
 from utils.train.pocket_card import model_card
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
@@ -69,7 +69,7 @@ class PretrainConfig:
     adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
     chunked_loss: bool = False  # utils.train.chunked_loss over the 50,257-way head
     compile: bool = False  # torch.compile the model (its body alone with the corpus head)
-    head: str = "corpus"  # the loss over the training split's tokens ("corpus", corpus_head.py) or all 50,257 ("full")
+    head: str = "corpus"  # the training split's tokens + a sample of the rest ("corpus", corpus_head.py) or all 50,257 ("full")
     seed: int = 0
 
     @property
@@ -161,12 +161,6 @@ def compile_in_place(model, cfg: PretrainConfig) -> None:
     files stay the model's own. The corpus head calls the body (model.transformer) directly."""
     if cfg.compile:
         (model.transformer if cfg.head == "corpus" else model).compile()
-
-
-def validation_loss(model, blocks: dict, head: CorpusHead | None) -> tuple[float, dict | None]:
-    """The full 50,257-way held-out loss; with the corpus head, after placing the unused rows."""
-    placed = place_unseen_rows(model, head, blocks["train"]) if head is not None else None
-    return block_loss(model, blocks["validation"]), placed
 
 
 def sample_texts(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 40, seed: int = 0):
@@ -261,12 +255,12 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.total_steps:
             state["wall_s"] = last + time.perf_counter() - start
-            val, placed = validation_loss(model, blocks, head)
+            val = block_loss(model, blocks["validation"])  # the full 50,257-way loss either way
             state["history"].append({"step": done, "tokens": state["tokens"], "train_loss": loss.item(),
                                      "val_loss": val, "lr": learning_rate_at(step, cfg),
                                      "wall_s": round(state["wall_s"], 1)})
-            if placed:
-                state["head"] = {"rows": head.rows, **placed}
+            if head is not None:
+                state["head"] = {"used": len(head.ids), "samples": head.samples, "unused": len(head.unused)}
             if done in _sample_steps(cfg):
                 state["samples"].append({"step": done, "texts": sample_texts(model, tokenizer)})
             bar.set_postfix(train=f"{loss.item():.2f}", val=f"{val:.2f}")
