@@ -1,6 +1,8 @@
 """Every notebook follows the course conventions and runs top to bottom in the tiny profile.
 
-The measured wall time of each run is printed and written to runs/notebook_times.json. In the
+The measured wall time of each run is printed and written to runs/notebook_times.json; with
+POET_KEEP_EXECUTED=<folder> the executed copies are written there (what tests/test_prose.py
+reads with POET_EXECUTED_NOTEBOOKS=<folder>), so one suite run also gives the outputs to read. In the
 suite each worker has one of the two cores, so these times run longer than a student's; the
 README's course map quotes `tools/run_notebooks.py`, which runs notebooks with every core.
 """
@@ -18,6 +20,7 @@ from utils.course.notebook import convention_problems
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 04b sits between 04 and 05
 TIMES = ROOT / "runs" / "notebook_times.json"
+KEEP_EXECUTED = "POET_KEEP_EXECUTED"  # a folder: each executed notebook is written there too
 
 
 def _ids(paths):
@@ -59,6 +62,9 @@ def test_runs_in_tiny_profile(path, class_runs):
     seconds = time.perf_counter() - start
     print(f"{path.name}: {seconds:.0f} s")
     record_time(path.name, seconds)
+    if os.environ.get(KEEP_EXECUTED):  # the executed copy, for reading and for test_prose
+        Path(os.environ[KEEP_EXECUTED]).mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(Path(os.environ[KEEP_EXECUTED]) / path.name))
     if path.stem in OUTCOMES:
         OUTCOMES[path.stem](class_runs)
 

@@ -46,10 +46,10 @@ SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea
 class PretrainConfig:
     """Architecture, schedule and loop settings of the pocket model.
 
-    The defaults are the recommended loop: each speed setting is measured side by side by
-    `python -m bench --only pretrain` (bench/pretrain.py). The shape is still the committed
-    checkpoint's; `python -m bench --only pretrain-shapes` measures the candidates for the next
-    one. The committed checkpoint's own settings are in its history.json.
+    The defaults are the committed checkpoint's run (`--rebuild-pocket` repeats it): each speed
+    setting is measured side by side by `python -m bench --only pretrain`, the shape by
+    `pretrain-shapes` and dropout by `pretrain-dropout` (bench/pretrain.py; the card lists the
+    last two). The first checkpoint's settings are `bench.pretrain.TODAY`.
     """
 
     n_layer: int = 4
@@ -57,14 +57,14 @@ class PretrainConfig:
     n_head: int = 4
     block_size: int = 256  # tokens per row; also the model's context (n_positions)
     batch_size: int = 8
-    max_tokens: int = 2_000_000  # training tokens seen, ~6 passes over the corpus
+    max_tokens: int = 9_000_000  # training tokens seen, ~26 passes over the corpus: under an hour on 2 cores
     learning_rate: float = 2e-3
     min_lr_ratio: float = 0.1  # cosine decays to 10% of the peak
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 100  # steps between validation (and checkpoints)
-    dropout: float = 0.0  # GPT2Config's default is 0.1; the first checkpoint trained with it
+    eval_every: int = 250  # steps between validation (and checkpoints)
+    dropout: float = 0.1  # ~20% of tokens/s, but the data repeats ~26 times (bench: pretrain-dropout)
     bf16: bool = False  # bf16 autocast: without native bf16 (AVX2) a CPU converts, ~5x slower
     adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
     chunked_loss: bool = False  # utils.train.chunked_loss over the 50,257-way head
