@@ -147,7 +147,7 @@ def pretraining(args) -> dict:
 @benchmark("pretrain-shapes", by_default=False)  # 5 shapes x --seconds each
 def pretraining_shapes(args) -> dict:
     """Candidate shapes for the pocket checkpoint, each trained for --seconds: held-out loss."""
-    from bench.pretrain import shape_sweep
+    from bench.pretrain_sweeps import shape_sweep
 
     return shape_sweep(seconds=args.seconds)
 
@@ -155,7 +155,7 @@ def pretraining_shapes(args) -> dict:
 @benchmark("pretrain-dropout", by_default=False)  # 2 rates x --seconds each
 def pretraining_dropout(args) -> dict:
     """Dropout 0 against 0.1 when the data repeats as in the full run: held-out loss."""
-    from bench.pretrain import dropout_probe
+    from bench.pretrain_sweeps import dropout_probe
 
     return dropout_probe(seconds=args.seconds)
 

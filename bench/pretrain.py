@@ -1,7 +1,7 @@
 """Pretraining in the bench: the pocket loop's speed, and nanoGPT's CPU recipe side by side.
 
 - levers: tokens/s and MFU of `utils.train.pretrain.train_step` on the real workload (the
-  pocket shape, 256-token blocks of the corpus): the committed checkpoint's settings ("today"),
+  pocket shape, 256-token blocks of the corpus): the first pocket checkpoint's settings ("today"),
   our defaults ("ours", PretrainConfig()), and ours with one lever changed at a time. A lever
   is kept when ours measures faster than ours with it toggled. Each setting runs alone, one
   after the other; a warm-up step (it allocates AdamW's moments, or compiles) is not timed.
@@ -9,11 +9,8 @@
   block 64, batch 12, dropout 0, AdamW lr 1e-3), written here, against the pocket recipe, each
   for the same wall time, scored in bits per character on the same held-out text (the pocket
   corpus's validation split).
-- shapes: a small sweep for the next checkpoint: each candidate shape (depth, width, heads,
-  context) trained by the pocket recipe for the same wall time, its held-out loss and speed.
-- dropout: ours with and without dropout on a slice of the split, as many passes as a full run.
-`python -m bench --only pretrain [--seconds S]` (and `pretrain-shapes`, `pretrain-dropout`);
-notebook 04b and the README report them.
+`python -m bench --only pretrain [--seconds S]`; notebook 04b and the README report it. The
+shape sweep and the dropout probe for the next checkpoint are in bench/pretrain_sweeps.py.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ from utils.train.pretrain import (
     train_step,
 )
 
-# The loop the committed checkpoint was trained with (models/pocket-gpt2/history.json):
+# The loop the first pocket checkpoint (2026-12-04, 2.0M tokens) was trained with (its history.json):
 # GPT2Config's dropout 0.1, bf16 autocast, torch's default (for-loop) AdamW on a CPU, the loss
 # over all 50,257 rows of the output layer.
 TODAY = {"dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False, "compile": False,
@@ -334,72 +331,3 @@ def pretrain_bench(seconds: float = 180.0, steps: int = 4, ours: PretrainConfig 
                        "pocket_better": pocket["bits_per_char"] < char["bits_per_char"],
                        "held_out": "the pocket corpus's validation split (utils/data/corpus.py)"}
     return out
-
-
-# ---------------------------------------------------------------- the shape sweep
-
-# Candidates around the committed 4 x 128 (context 256): deeper, a longer context, and one
-# wider shape. Every head is 32 wide, as in the committed shape. With the corpus head the
-# output layer scores ~12,900 rows, not 50,257, so the transformer body is no longer a rounding
-# error of a step. The checkpoint stays 128 wide (utils/train/pocket_card.py, SHAPE_RULE): the
-# wider shape is measured to show what that rule gives up.
-SHAPES = {
-    "4x128 ctx256": {},
-    "6x128 ctx256": {"n_layer": 6},
-    "8x128 ctx256": {"n_layer": 8},
-    "4x128 ctx512": {"block_size": 512, "batch_size": 4},  # the same tokens a step
-    "6x192 ctx256": {"n_layer": 6, "n_embd": 192, "n_head": 6},
-}
-
-
-def shape_sweep(seconds: float, ours: PretrainConfig | None = None, shapes: dict | None = None,
-                tokenizer=None) -> dict:
-    """Each shape trained for `seconds` of wall time with ours' loop and schedule, one after the
-    other; held-out nats/token (each on its own context's blocks), tokens seen, tokens/s, MFU.
-
-    Equal wall time, not equal steps: a bigger shape sees fewer tokens, which is its real cost.
-    A short budget favours small shapes; the sweep ranks candidates, the full run decides.
-    """
-    ours = ours or PretrainConfig()
-    tokenizer = tokenizer or gpt2_tokenizer()
-    peak, rows = peak_gemm_flops(), {}
-    for name, changes in (shapes or SHAPES).items():
-        cfg = dataclasses.replace(ours, **changes)
-        blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
-        row = train_pocket(cfg, seconds, tokenizer, blocks)
-        tokens_per_s = row["tokens_seen"] / seconds
-        rows[name] = {"changes": changes, "val_nats_per_token": row["val_nats_per_token"],
-                      "bits_per_char": row["bits_per_char"], "tokens_seen": row["tokens_seen"],
-                      "tokens_per_s": tokens_per_s, "mfu": mfu(row["flops_per_token"], tokens_per_s, peak),
-                      "parameters": row["parameters"]}
-    best = min(rows, key=lambda name: rows[name]["val_nats_per_token"])
-    return {"seconds_each": seconds, "threads": torch.get_num_threads(),
-            "load_average_1min_at_start": os.getloadavg()[0], "shapes": rows, "best": best}
-
-
-# ---------------------------------------------------------------- dropout when the data repeats
-
-# The full run repeats the ~346,000-token training split dozens of times; a few minutes of the
-# sweep see it about twice, too few passes to show over-fitting. The probe trains ours on an
-# equal slice of the split (1 / `slice_of`) for the same wall time, so that it makes about as
-# many passes as the full run, with and without dropout.
-DROPOUT_PROBE = (0.0, 0.1)
-
-
-def dropout_probe(seconds: float, slice_of: int = 16, ours: PretrainConfig | None = None,
-                  rates: tuple[float, ...] = DROPOUT_PROBE, tokenizer=None) -> dict:
-    """Held-out nats/token of ours at each dropout rate, trained on 1/slice_of of the split."""
-    ours = ours or PretrainConfig()
-    tokenizer = tokenizer or gpt2_tokenizer()
-    blocks = pretrain_data.pretraining_blocks(tokenizer, ours.block_size, seed=ours.seed)
-    rows = torch.linspace(0, len(blocks["train"]) - 1, max(1, len(blocks["train"]) // slice_of)).long()
-    sliced = {"train": blocks["train"][rows], "validation": blocks["validation"]}
-    runs = {}
-    for rate in rates:
-        row = train_pocket(dataclasses.replace(ours, dropout=rate), seconds, tokenizer, sliced)
-        runs[f"dropout {rate:g}"] = {"val_nats_per_token": row["val_nats_per_token"],
-                                     "tokens_seen": row["tokens_seen"],
-                                     "passes": row["tokens_seen"] / sliced["train"].numel()}
-    return {"seconds_each": seconds, "slice_of": slice_of, "train_tokens": sliced["train"].numel(),
-            "threads": torch.get_num_threads(), "load_average_1min_at_start": os.getloadavg()[0],
-            "runs": runs, "best": min(runs, key=lambda name: runs[name]["val_nats_per_token"])}

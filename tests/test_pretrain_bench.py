@@ -8,6 +8,7 @@ import pytest
 
 from bench import cli as bench
 from bench import pretrain as pb
+from bench import pretrain_sweeps as sweeps
 from utils.data import corpus as pretrain_data
 from utils.train.pretrain import PretrainConfig
 from utils.train.pretrain_guard import check_config
@@ -101,14 +102,14 @@ def test_the_cli_entry_passes_its_options(monkeypatch):
 
 def test_the_shape_sweep_trains_each_shape_for_the_same_time_and_names_the_best(gpt2_tok):
     shapes = {"small": {}, "deeper": {"n_layer": 2}}
-    out = pb.shape_sweep(seconds=0.5, ours=SMALL, shapes=shapes, tokenizer=gpt2_tok)
+    out = sweeps.shape_sweep(seconds=0.5, ours=SMALL, shapes=shapes, tokenizer=gpt2_tok)
     assert set(out["shapes"]) == {"small", "deeper"} and out["seconds_each"] == 0.5
     rows = out["shapes"]
     assert rows["deeper"]["parameters"] > rows["small"]["parameters"]
     assert all(r["tokens_seen"] > 0 and 0 < r["mfu"] and math.isfinite(r["val_nats_per_token"])
                for r in rows.values())
     assert out["best"] == min(rows, key=lambda name: rows[name]["val_nats_per_token"])
-    for changes in pb.SHAPES.values():  # each candidate passes the CLI's checks
+    for changes in sweeps.SHAPES.values():  # each candidate passes the CLI's checks
         check_config(dataclasses.replace(PretrainConfig(), **changes))
 
 
@@ -124,7 +125,7 @@ def test_the_shape_sweep_runs_only_when_named(monkeypatch):
 
 
 def test_the_dropout_probe_repeats_a_slice_of_the_split_at_each_rate(gpt2_tok):
-    out = pb.dropout_probe(seconds=0.5, slice_of=8, ours=SMALL, rates=(0.0, 0.2), tokenizer=gpt2_tok)
+    out = sweeps.dropout_probe(seconds=0.5, slice_of=8, ours=SMALL, rates=(0.0, 0.2), tokenizer=gpt2_tok)
     whole = pretrain_data.pretraining_blocks(gpt2_tok, SMALL.block_size)["train"]
     assert out["train_tokens"] == (len(whole) // 8) * SMALL.block_size
     runs = out["runs"]

@@ -46,10 +46,12 @@ SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea
 class PretrainConfig:
     """Architecture, schedule and loop settings of the pocket model.
 
-    The defaults are the committed checkpoint's run (`--rebuild-pocket` repeats it): each speed
-    setting is measured side by side by `python -m bench --only pretrain`, the shape by
-    `pretrain-shapes` and dropout by `pretrain-dropout` (bench/pretrain.py; the card lists the
-    last two). The first checkpoint's settings are `bench.pretrain.TODAY`.
+    The defaults are the recommended run: each speed setting is measured side by side by
+    `python -m bench --only pretrain`, the shape by `pretrain-shapes` and dropout by
+    `pretrain-dropout` (bench/pretrain.py, bench/pretrain_sweeps.py). Its 56-minute run (card and history in
+    results/pocket-next/) is not yet the tiny profile's base: models/pocket-gpt2 is still the
+    first checkpoint, trained with `bench.pretrain.TODAY`'s settings, until the lessons are
+    re-read against the new one.
     """
 
     n_layer: int = 4
