@@ -59,7 +59,7 @@ def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead) -> torch.Tens
     logits = [hidden @ weight[head.ids].T]
     if head.samples:
         drawn = head.unused[torch.randperm(len(head.unused))[:head.samples]]
-        weight_of_each = math.log(len(head.unused) / head.samples)  # each drawn row stands for this many
+        weight_of_each = math.log(len(head.unused) / head.samples)  # log of how many rows each drawn one stands for
         logits.append(hidden @ weight[drawn].T + weight_of_each)
     targets = head.index[batch[:, 1:]].reshape(-1)  # used rows come first, so ids index them
     return F.cross_entropy(torch.cat(logits, dim=1).float(), targets)
