@@ -31,10 +31,7 @@ from utils.models.tokenizers import gpt2_tokenizer
 from utils.train.pretrain import (
     PretrainConfig,
     batch_rows,
-    compile_in_place,
-    corpus_head_for,
-    make_optimizer,
-    new_pocket_model,
+    new_run,
     train_step,
 )
 
@@ -106,10 +103,8 @@ def _with_threads(threads: int | None, fn):
 def measure_loop(cfg: PretrainConfig, train_blocks: torch.Tensor, tokenizer, steps: int) -> dict:
     """Tokens/s of `steps` optimizer steps of the pretraining loop after one untimed warm-up step."""
     torch.manual_seed(cfg.seed)
-    model = new_pocket_model(cfg, tokenizer).train()
-    compile_in_place(model, cfg)
-    head = corpus_head_for(cfg, train_blocks, len(tokenizer))
-    optimizer = make_optimizer(model, cfg)
+    model, optimizer, head = new_run(cfg, tokenizer, train_blocks)
+    model.train()
     batches = [train_blocks[batch_rows(step, len(train_blocks), cfg)] for step in range(steps + 1)]
     start = time.perf_counter()
     train_step(model, optimizer, batches[0], cfg, head)  # AdamW's moments, compilation: not timed
@@ -120,8 +115,13 @@ def measure_loop(cfg: PretrainConfig, train_blocks: torch.Tensor, tokenizer, ste
     seconds = time.perf_counter() - start
     tokens = steps * cfg.batch_size * cfg.block_size
     return {"tokens_per_s": tokens / seconds, "step_s": seconds / steps, "warmup_s": warmup_s,
-            "loss": loss, "head_rows": head.rows if head else len(tokenizer),
-            "flops_per_token": training_flops_per_token(model, cfg.block_size, head.rows if head else None)}
+            "loss": loss, **_scored(model, cfg, head)}
+
+
+def _scored(model, cfg: PretrainConfig, head) -> dict:
+    """The output rows a step scores, and the training FLOPs per token that counts them."""
+    rows = head.rows if head else model.config.vocab_size
+    return {"head_rows": rows, "flops_per_token": training_flops_per_token(model, cfg.block_size, rows)}
 
 
 def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int, peak: float,
@@ -269,10 +269,8 @@ def train_char(recipe: CharRecipe, seconds: float) -> dict:
 def train_pocket(cfg: PretrainConfig, seconds: float, tokenizer, blocks: dict) -> dict:
     """The pocket recipe (PretrainConfig's loop) for `seconds`; held-out nats/token and bits/char."""
     torch.manual_seed(cfg.seed)
-    model = new_pocket_model(cfg, tokenizer).train()
-    compile_in_place(model, cfg)
-    head = corpus_head_for(cfg, blocks["train"], len(tokenizer))
-    optimizer = make_optimizer(model, cfg)
+    model, optimizer, head = new_run(cfg, tokenizer, blocks["train"])
+    model.train()
     step, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
         for group in optimizer.param_groups:
@@ -284,9 +282,7 @@ def train_pocket(cfg: PretrainConfig, seconds: float, tokenizer, blocks: dict) -
     return {"val_nats_per_token": nats, "tokens_per_char": per_char,
             "bits_per_char": nats * per_char / math.log(2), "steps": step,
             "tokens_seen": step * cfg.batch_size * cfg.block_size,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "head_rows": head.rows if head else len(tokenizer),
-            "flops_per_token": training_flops_per_token(model, cfg.block_size, head.rows if head else None),
+            "parameters": sum(p.numel() for p in model.parameters()), **_scored(model, cfg, head),
             "config": dataclasses.asdict(cfg)}
 
 

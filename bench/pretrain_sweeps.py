@@ -47,11 +47,12 @@ def shape_sweep(seconds: float, ours: PretrainConfig | None = None, shapes: dict
     """
     ours = ours or PretrainConfig()
     tokenizer = tokenizer or gpt2_tokenizer()
-    peak, rows = peak_gemm_flops(), {}
+    peak, rows, blocks = peak_gemm_flops(), {}, {}
     for name, changes in (shapes or SHAPES).items():
         cfg = dataclasses.replace(ours, **changes)
-        blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
-        row = train_pocket(cfg, seconds, tokenizer, blocks)
+        if (cfg.block_size, cfg.seed) not in blocks:  # the corpus is cut once per context length
+            blocks[cfg.block_size, cfg.seed] = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
+        row = train_pocket(cfg, seconds, tokenizer, blocks[cfg.block_size, cfg.seed])
         tokens_per_s = row["tokens_seen"] / seconds
         rows[name] = {"changes": changes, "val_nats_per_token": row["val_nats_per_token"],
                       "bits_per_char": row["bits_per_char"], "tokens_seen": row["tokens_seen"],

@@ -127,7 +127,7 @@ def _lm_loss(model, batch: torch.Tensor, chunked: bool = False,
              head: CorpusHead | None = None) -> torch.Tensor:
     """Next-token loss of packed blocks; the all-ones mask says: no padding here (EOS is text).
 
-    head: the loss over the corpus's rows of the output layer alone (corpus_head.py).
+    head: the corpus head's sampled softmax (corpus_head.py) instead of all 50,257 rows.
     chunked: the loss through the tied output layer 256 positions at a time (the 50,257-way
     logits of a whole batch, 8 x 256 x 50,257 x 4 bytes = 412 MB, never exist at once).
     """
@@ -142,7 +142,7 @@ def train_step(model, optimizer, batch: torch.Tensor, cfg: PretrainConfig,
                head: CorpusHead | None = None) -> torch.Tensor:
     """One optimizer step on a batch of blocks: loss, backward, clip, update. Returns the loss.
 
-    head: the corpus head that cfg.head == "corpus" trains (`corpus_head_for`); None: all rows.
+    head: the corpus head that cfg.head == "corpus" trains (`new_run` makes it); None: all rows.
     """
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
         loss = _lm_loss(model, batch, cfg.chunked_loss, head)
@@ -153,16 +153,16 @@ def train_step(model, optimizer, batch: torch.Tensor, cfg: PretrainConfig,
     return loss.detach()
 
 
-def corpus_head_for(cfg: PretrainConfig, train: torch.Tensor, vocab_size: int) -> CorpusHead | None:
-    """The rows the loss trains: the training split's tokens (cfg.head "corpus"), or None (all)."""
-    return CorpusHead.from_blocks(train, vocab_size) if cfg.head == "corpus" else None
-
-
-def compile_in_place(model, cfg: PretrainConfig) -> None:
-    """torch.compile the module the loss calls, in place: the weights, their names and the saved
-    files stay the model's own. The corpus head calls the body (model.transformer) directly."""
+def new_run(cfg: PretrainConfig, tokenizer, train: torch.Tensor):
+    """(model, optimizer, head) of a fresh run: the random-init model, compiled in place when
+    cfg.compile (the module the loss calls: the body alone with the corpus head; the weights,
+    their names and the saved files stay the model's own), AdamW, and the corpus head of the
+    training blocks (None with cfg.head "full")."""
+    model = new_pocket_model(cfg, tokenizer)
     if cfg.compile:
         (model.transformer if cfg.head == "corpus" else model).compile()
+    head = CorpusHead.from_blocks(train, len(tokenizer)) if cfg.head == "corpus" else None
+    return model, make_optimizer(model, cfg), head
 
 
 def sample_texts(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 40, seed: int = 0):
@@ -230,9 +230,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
     torch.manual_seed(cfg.seed)
     tokenizer = gpt2_tokenizer()
     blocks = pretrain_data.pretraining_blocks(tokenizer, cfg.block_size, seed=cfg.seed)
-    model = new_pocket_model(cfg, tokenizer)
-    optimizer = make_optimizer(model, cfg)
-    head = corpus_head_for(cfg, blocks["train"], len(tokenizer))
+    model, optimizer, head = new_run(cfg, tokenizer, blocks["train"])
     ckpt = out_dir / "checkpoint"
     state = {"step": 0, "history": [], "samples": [], "wall_s": 0.0, "tokens": 0,
              "config": dataclasses.asdict(cfg)}  # --resume compares it (pretrain_guard)
@@ -241,8 +239,9 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
     elif (ckpt / "state.json").is_file():
         raise FileExistsError(f"{ckpt} holds an unfinished run: pass --resume to continue it, "
                               "or delete that folder to start over")
+    if head is not None:  # the card's output-head row
+        state["head"] = {"used": len(head.ids), "samples": head.samples, "unused": len(head.unused)}
     model.train()
-    compile_in_place(model, cfg)
     start, last = time.perf_counter(), state["wall_s"]
     bar = tqdm(range(state["step"], cfg.total_steps), initial=state["step"], total=cfg.total_steps,
                desc="pretraining", disable=not progress)
@@ -261,8 +260,6 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, resume: bool = Fa
             state["history"].append({"step": done, "tokens": state["tokens"], "train_loss": loss.item(),
                                      "val_loss": val, "lr": learning_rate_at(step, cfg),
                                      "wall_s": round(state["wall_s"], 1)})
-            if head is not None:
-                state["head"] = {"used": len(head.ids), "samples": head.samples, "unused": len(head.unused)}
             if done in _sample_steps(cfg):
                 state["samples"].append({"step": done, "texts": sample_texts(model, tokenizer)})
             bar.set_postfix(train=f"{loss.item():.2f}", val=f"{val:.2f}")
