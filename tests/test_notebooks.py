@@ -87,10 +87,39 @@ def record_time(name: str, seconds: float) -> None:
 # (or reward), whose wiring tests/test_dpo.py and tests/test_reward.py check with the stage faked.
 
 
+def rated_systems(samples_run) -> set[str]:
+    """The systems a rater compares in a run folder's samples.jsonl (every item has them all)."""
+    from utils.prefer.items import items_from_runs
+
+    items = items_from_runs([samples_run])
+    systems = {frozenset(item["outputs"]) for item in items}
+    assert len(systems) == 1 and len(items) >= 6, (systems, len(items))
+    return set(next(iter(systems)))
+
+
+def samples_of_the_three_models(runs):
+    """Notebook 08: base, stage 1 and stage 2 answer the same test prompts in 07's samples.jsonl."""
+    assert rated_systems(runs / "07-stage2-tiny") == {"base", "stage 1", "stage 2"}
+
+
+def ratings_of_the_trained_models(runs):
+    """Notebook 09: after 08, the simulated session rated 08's three models; run alone (no
+    samples yet), it rated the fallback's three decoding settings."""
+    from utils.prefer.ratings import load_ratings
+
+    ratings = load_ratings(runs / "simulated" / "preferences_simulated.csv")
+    after_08 = (runs / "07-stage2-tiny" / "samples.jsonl").exists()
+    expected = {"base", "stage 1", "stage 2"} if after_08 else {"greedy", "seed-sampling", "hot-sampling"}
+    assert set(ratings["system_a"]) | set(ratings["system_b"]) == expected
+
+
 def dpo_moved_the_property(runs):
-    """Notebook 12: stage 3 raises the scripted rater's property without collapsing distinct-2."""
+    """Notebook 12: stage 3 raises the scripted rater's property without collapsing distinct-2,
+    and leaves stage 2's and stage 3's answers to the same test prompts for notebook 09."""
     from utils.prefer import dpo
     from utils.runs import registry
+
+    assert rated_systems(runs / "12-dpo-tiny") == {"stage 2", "stage 3"}
 
     metrics = registry.read_json(runs / "12-dpo-tiny" / registry.METRICS)["preference"]
     print({k: v for k, v in metrics.items() if k != "config"})
@@ -114,7 +143,8 @@ def reward_raised_the_rhyme_pair_rate(runs):
     assert metrics["memorised_words"] >= 0
 
 
-OUTCOMES = {"12_preference_tuning": dpo_moved_the_property, "13_reward_tuning": reward_raised_the_rhyme_pair_rate}
+OUTCOMES = {"08_evaluation": samples_of_the_three_models, "09_human_preference": ratings_of_the_trained_models,
+            "12_preference_tuning": dpo_moved_the_property, "13_reward_tuning": reward_raised_the_rhyme_pair_rate}
 
 
 def test_the_notebook_runner_refuses_an_unknown_number_before_running_any(tmp_path):

@@ -67,3 +67,48 @@ def test_new_run_name_counts_up(tmp_path):
     assert sweep.new_run_name("x", tmp_path) == "x-v3"
     with pytest.raises(ValueError, match="plain folder name"):
         sweep.new_run_name("../x", tmp_path)
+
+
+def test_seed_repeats_change_one_factor_and_the_seed(tmp_path, monkeypatch):
+    """Each value once per seed, from the same start; the curves, their spread and the verdict
+    read back what the runs logged."""
+    from utils.runs import seeds
+
+    seen = []
+
+    def fake_stage2(ctx):  # a loss that falls with the learning rate, wobbling a little by seed
+        s = ctx.profile.stage2
+        seen.append((ctx.run_dir.name, s.learning_rate, s.seed, s.max_steps, s.eval_steps))
+        log = [{"step": step, "eval_loss": 5.0 - 100 * s.learning_rate * step / 4 + 0.01 * s.seed}
+               for step in (2, 4)]
+        registry.write_json_atomic(ctx.run_dir / registry.LOG_HISTORY, {"stage2": log})
+
+    monkeypatch.setitem(stages.STAGES, "stage2", fake_stage2)
+    names = sweep.seed_repeats("tiny", "learning_rate", [1e-3, 3e-3], seeds=(0, 1), max_steps=4,
+                               eval_steps=2, runs_root=tmp_path)
+    assert names == ["tiny-learning-rate-0.001-seed0", "tiny-learning-rate-0.001-seed1",
+                     "tiny-learning-rate-0.003-seed0", "tiny-learning-rate-0.003-seed1"]
+    assert [(lr, seed, steps, every) for _, lr, seed, steps, every in seen] == [
+        (1e-3, 0, 4, 2), (1e-3, 1, 4, 2), (3e-3, 0, 4, 2), (3e-3, 1, 4, 2)]
+    curves = seeds.repeat_curves(names, tmp_path)
+    assert len(curves) == 8 and set(curves["factor"]) == {"learning_rate"}
+    summary = seeds.repeat_summary(curves)
+    last = summary[summary["step"] == 4].set_index("value")
+    assert last.loc[1e-3, "mean"] == pytest.approx(4.9 + 0.005)
+    assert last.loc[1e-3, "sd"] == pytest.approx(0.01 / 2 ** 0.5)
+    verdict = seeds.compare_values(curves).iloc[0]
+    assert (verdict["lower"], verdict["higher"], verdict["step"]) == (3e-3, 1e-3, 4)
+    assert verdict["difference"] == pytest.approx(0.2) and verdict["separated"]
+    assert sweep.seed_repeats("tiny", "learning_rate", [1e-3], seeds=(0,), runs_root=tmp_path) == [
+        "tiny-learning-rate-0.001-seed0-v2"]  # a repeat never overwrites
+    with pytest.raises(ValueError, match="not a stage-2 setting"):
+        sweep.seed_repeats("tiny", "learning_rte", [1e-3], runs_root=tmp_path)
+
+
+def test_seed_curves_refuse_a_run_that_is_not_a_repeat(tmp_path):
+    from utils.runs import seeds
+
+    (tmp_path / "other").mkdir()
+    registry.write_json_atomic(tmp_path / "other" / registry.CONFIG, {"profile": {}})
+    with pytest.raises(ValueError, match="not made by seed_repeats"):
+        seeds.repeat_curves(["other"], tmp_path)

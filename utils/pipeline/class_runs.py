@@ -1,6 +1,6 @@
 """The class's runs when a notebook is opened out of order: 06's and 07's runs made for them.
 
-Notebooks 08, 12 and 13 read notebook 07's stage-2 model (and 08 also 06's stage-1 model). A
+Notebooks 08, 12 and 13 read notebook 07's stage-2 model (08 and 10 also 06's stage-1 model). A
 class that starts at 08, or a student who skips ahead, has neither. Those notebooks then make
 the two runs here, with the pipeline and the profile's own settings, under the names 06 and 07
 use, and record in config.json that they were made *for* those notebooks. Notebooks 06 and 07
@@ -32,6 +32,20 @@ def stage2_run_name(profile: Profile | str | None = None) -> str:
     return f"07-stage2-{get_profile(profile).name}"
 
 
+def class_stage1_run(profile: Profile | str | None, stage1_run: str | None = None,
+                     options: RunOptions | None = None) -> str:
+    """06's run (`stage1_run`), made now as notebook 06 would (data, stage1, merge) when it has
+    no stage-1 model; its name. Notebook 10 starts its seed repeats from it."""
+    profile = get_profile(profile)
+    stage1_run = stage1_run or stage1_run_name(profile)
+    if registry.stage1_model_source(registry.run_path(stage1_run)) is None:
+        print(f"making run {stage1_run!r} as notebook 06 would (data, stage1, merge)")
+        run(profile, registry.run_path(stage1_run),
+            dataclasses.replace(options or RunOptions(), overwrite=True),
+            stages=["data", "stage1", "merge"], notebook=STAGE1_NOTEBOOK)
+    return stage1_run
+
+
 def make_missing_class_runs(profile: Profile | str | None, stage1_run: str | None = None,
                             stage2_run: str | None = None,
                             options: RunOptions | None = None) -> str:
@@ -43,13 +57,9 @@ def make_missing_class_runs(profile: Profile | str | None, stage1_run: str | Non
     neither this function nor the notebook made.
     """
     profile = get_profile(profile)
-    stage1_run = stage1_run or stage1_run_name(profile)
+    stage1_run = class_stage1_run(profile, stage1_run, options)
     stage2_run = stage2_run or stage2_run_name(profile)
     options = dataclasses.replace(options or RunOptions(), overwrite=True)
-    if registry.stage1_model_source(registry.run_path(stage1_run)) is None:
-        print(f"making run {stage1_run!r} as notebook 06 would (data, stage1, merge)")
-        run(profile, registry.run_path(stage1_run), options, stages=["data", "stage1", "merge"],
-            notebook=STAGE1_NOTEBOOK)
     print(f"making run {stage2_run!r} as notebook 07 would (stage 2 from {stage1_run!r})")
     run(profile, registry.run_path(stage2_run), dataclasses.replace(options, from_run=stage1_run),
         stages=["stage2"], notebook=STAGE2_NOTEBOOK, stage1_run=stage1_run)

@@ -1,7 +1,9 @@
 """The sweep: train each named experiment (utils/runs/experiments.py) through the pipeline's Python API.
 
 Every experiment becomes its own run folder; a run is never overwritten (name-v2, name-v3,
-...). The tokenizer and the prepared data are shared between the experiments. Notebook 10.
+...). The tokenizer and the prepared data are shared between the experiments. `seed_repeats`
+changes one stage-2 setting at a time and repeats each value over seeds (utils/runs/seeds.py
+reads the runs back). Notebook 10.
 """
 
 from __future__ import annotations
@@ -52,4 +54,37 @@ def run_sweep(profile, names=None, runs_root=None, max_steps: int | None = None,
                            options, stages, inputs=inputs, experiment=exp.name, overrides=changes)
         inputs = ctx.inputs
         created.append(run_name)
+    return created
+
+
+def seed_repeats(profile, factor: str, values, seeds=(0, 1, 2), max_steps: int = 20,
+                 eval_steps: int = 5, from_run: str | None = None, runs_root=None,
+                 common: dict | None = None) -> list[str]:
+    """One factor of stage 2 at several values, each repeated over `seeds`; the new run names.
+    Notebook 10.
+
+    Every run starts from the same model (`from_run`'s merged stage-1 model, else the base) and
+    changes only `factor` and the seed (the Trainer's seed draws the data order and dropout),
+    with a validation point every `eval_steps` steps, so a difference between values can be
+    compared with the spread between seeds. `common` changes stage-2 settings for every run
+    alike (a smaller batch on a CPU). Runs are named <profile>-<factor>-<value>-seed<n> (-v2, ...
+    when taken); config.json records the factor, its value and the seed.
+    """
+    profile = get_profile(profile)
+    if not hasattr(profile.stage2, factor):
+        raise ValueError(f"{factor!r} is not a stage-2 setting; use a TrainConfig field such as "
+                         "'learning_rate' or 'per_device_train_batch_size'")
+    root, inputs, created = Path(runs_root or runs_dir()), None, []
+    options = RunOptions(from_run=from_run)
+    for value in values:
+        for seed in seeds:
+            changes = {**(common or {}), factor: value, "seed": seed, "max_steps": max_steps,
+                       "eval_steps": eval_steps, "logging_steps": eval_steps}
+            run_name = new_run_name(f"{profile.name}-{factor.replace('_', '-')}-{value:g}-seed{seed}", root)
+            print(f"\n=== {run_name}: stage 2 with {factor}={value:g}, seed {seed}")
+            ctx = pipeline.run(profile.replace(stage2=changes), registry.run_path(run_name, root),
+                               options, ("stage2",), inputs=inputs, overrides=changes,
+                               repeat={"factor": factor, "value": value, "seed": seed})
+            inputs = ctx.inputs
+            created.append(run_name)
     return created

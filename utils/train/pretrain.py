@@ -48,10 +48,11 @@ class PretrainConfig:
 
     The defaults are the recommended run: each speed setting is measured side by side by
     `python -m bench --only pretrain`, the shape by `pretrain-shapes` and dropout by
-    `pretrain-dropout` (bench/pretrain.py, bench/pretrain_sweeps.py). Its 56-minute run (card and history in
-    results/pocket-next/) is not yet the tiny profile's base: models/pocket-gpt2 is still the
-    first checkpoint, trained with `bench.pretrain.TODAY`'s settings, until the lessons are
-    re-read against the new one.
+    `pretrain-dropout` (bench/pretrain.py, bench/pretrain_sweeps.py). Its 56-minute run and a
+    dropout-0.2 run of 5.0M tokens (cards and histories in results/pocket-next/) are not yet the
+    tiny profile's base: stage 2 from either loops its greedy answers instead of ending them, so
+    models/pocket-gpt2 is still the first checkpoint, trained with `bench.pretrain.TODAY`'s
+    settings.
     """
 
     n_layer: int = 4
