@@ -42,7 +42,7 @@ def test_setup_cell_is_identical_everywhere():
 @pytest.fixture(scope="module")
 def class_runs(tmp_path_factory):
     """One runs/ folder for the whole course, as a class uses it: 08 evaluates what 06 and 07
-    trained, 09 rates it, 12 tunes 07's model. Each notebook also runs alone (it makes what it
+    trained, 09 rates it, 10 repeats stage 2 from 06's model, 12 tunes 07's model. Each notebook also runs alone (it makes what it
     misses), which `pytest -k` exercises."""
     return tmp_path_factory.mktemp("class") / "runs"
 
