@@ -37,8 +37,9 @@ if WORKER_THREADS:
 
 # Work units, first to last. A unit runs on one worker, in order: the notebooks that read each
 # other's runs (08 evaluates what 06 and 07 trained, 09 rates 08's samples, 10 repeats stage 2
-# from 06's model, 12 and 13 tune 07's model: the longest chain, so it starts first); the modules that share the session's whole
-# tiny run (`tiny_full_run`, built once); the browser tests, which share one JupyterLab server.
+# from 06's model, 12 and 13 tune 07's model: the longest chain, so it starts first); the
+# modules that share the session's whole tiny run (`tiny_full_run`, built once); the browser
+# tests, which share one JupyterLab server.
 # Every other test is a unit of its own. The units are named from node ids, which is all the
 # scheduler sees (xdist's own `loadgroup` marks do not reach it under pytest 9.2).
 CLASS_CHAIN = ("06_", "07_", "08_", "09_", "10_", "12_", "13_")

@@ -143,11 +143,12 @@ def test_prefer_flags_reach_dpo_and_pipeline_flags_are_named(capsys):
 
     options = RunOptions(max_steps=50, learning_rate=1e-3, prefer_max_steps=7, prefer_beta=0.2)
     cfg = dpo.preference_config("tiny", **options.preference_changes())
-    assert (cfg.max_steps, cfg.beta, cfg.learning_rate) == (7, 0.2, 1e-4)
+    tiny_rate = dpo.PREFERENCE_CONFIGS["tiny"].learning_rate  # --learning-rate (1e-3) does not reach it
+    assert (cfg.max_steps, cfg.beta, cfg.learning_rate) == (7, 0.2, tiny_rate) and tiny_rate != 1e-3
     stages.note_pipeline_flags(options, cfg)
     out = capsys.readouterr().out
     assert "--max-steps, --learning-rate set stages 1 and 2; prefer (DPO) trains with its own" in out
-    assert "max_steps 7, learning_rate 0.0001, beta 0.2" in out
+    assert f"max_steps 7, learning_rate {tiny_rate:g}, beta 0.2" in out
     with pytest.raises(ValueError, match="--prefer-learning-rate must be above 0"):
         RunOptions(prefer_learning_rate=0.0)
     assert torch.isfinite(torch.tensor(cfg.beta))

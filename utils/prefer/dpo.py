@@ -95,10 +95,11 @@ def _check_number(name: str, value, low) -> None:
 # (and 2) took 106 s with py-spy off, 0.37 -> 0.81 (2026-12-05), and notebook 12's run moves it
 # past the 0.15 that tests/test_notebooks.py asserts. Top-p without the full sort
 # (utils/generate/nucleus.py) samples the same texts: 70.8 s, the same numbers (2026-12-05).
+# Training was then half the stage (TRL scores every position through its chunked head on a
+# CPU): 4 pairs a step at twice the rate took 46.2 s and 43.3 s against 73.7 s for 8 pairs at
+# 1e-4, measured in turn in one process (2026-12-05, README), short_lines 0.37 -> 0.87 (0.81
+# before), distinct-2 kept.
 PREFERENCE_CONFIGS = {
-    # 4 pairs a step at twice the rate: 46.2 s and 43.3 s for the stage against 73.7 s with 8
-    # pairs at 1e-4, measured in turn in one process on 2 cores (2026-12-05, README), the
-    # short-lines rate 0.371 -> 0.871 (0.806 before), distinct-2 kept.
     "tiny": PreferenceConfig(learning_rate=2e-4, max_steps=12, max_length=256, max_prompts=16,
                              samples_per_prompt=4, eval_samples_per_prompt=2,
                              per_device_train_batch_size=4),
