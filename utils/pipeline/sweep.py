@@ -41,20 +41,13 @@ def run_sweep(profile, names=None, runs_root=None, max_steps: int | None = None,
     profile = get_profile(profile)  # the public entry: a name is normalised here, once
     names = list(names) if names is not None else experiments_for(profile)
     experiments = check_experiments(names, profile)
-    root, inputs, created = Path(runs_root or runs_dir()), None, []
-    options = RunOptions(from_run=from_run, max_rows=max_rows)
+    plans = []
     for exp in experiments:
         changes = {**exp.stage2, **(overrides or {})}
         if max_steps is not None:
             changes["max_steps"] = max_steps
-        run_name = new_run_name(exp.run_name(profile), root)
-        print(f"\n=== {run_name}: stage 2 with {changes}")
-        # Tokenizer and data are the same for every experiment: prepared once, shared.
-        ctx = pipeline.run(profile.replace(stage2=changes), registry.run_path(run_name, root),
-                           options, stages, inputs=inputs, experiment=exp.name, overrides=changes)
-        inputs = ctx.inputs
-        created.append(run_name)
-    return created
+        plans.append((exp.run_name(profile), changes, {"experiment": exp.name}))
+    return _train_runs(profile, plans, runs_root, RunOptions(from_run=from_run, max_rows=max_rows), stages)
 
 
 def seed_repeats(profile, factor: str, values, seeds=(0, 1, 2), max_steps: int = 20,
@@ -74,17 +67,23 @@ def seed_repeats(profile, factor: str, values, seeds=(0, 1, 2), max_steps: int =
     if not hasattr(profile.stage2, factor):
         raise ValueError(f"{factor!r} is not a stage-2 setting; use a TrainConfig field such as "
                          "'learning_rate' or 'per_device_train_batch_size'")
+    plans = [(f"{profile.name}-{factor.replace('_', '-')}-{value:g}-seed{seed}",
+              {**(common or {}), factor: value, "seed": seed, "max_steps": max_steps,
+               "eval_steps": eval_steps, "logging_steps": eval_steps},
+              {"repeat": {"factor": factor, "value": value, "seed": seed}})
+             for value in values for seed in seeds]
+    return _train_runs(profile, plans, runs_root, RunOptions(from_run=from_run))
+
+
+def _train_runs(profile, plans, runs_root, options: RunOptions, stages=("stage2",)) -> list[str]:
+    """Each plan (name, stage-2 changes, config.json extras) as a new run, never overwriting
+    one (name-v2, ...); the tokenizer and data are prepared once and shared. The new names."""
     root, inputs, created = Path(runs_root or runs_dir()), None, []
-    options = RunOptions(from_run=from_run)
-    for value in values:
-        for seed in seeds:
-            changes = {**(common or {}), factor: value, "seed": seed, "max_steps": max_steps,
-                       "eval_steps": eval_steps, "logging_steps": eval_steps}
-            run_name = new_run_name(f"{profile.name}-{factor.replace('_', '-')}-{value:g}-seed{seed}", root)
-            print(f"\n=== {run_name}: stage 2 with {factor}={value:g}, seed {seed}")
-            ctx = pipeline.run(profile.replace(stage2=changes), registry.run_path(run_name, root),
-                               options, ("stage2",), inputs=inputs, overrides=changes,
-                               repeat={"factor": factor, "value": value, "seed": seed})
-            inputs = ctx.inputs
-            created.append(run_name)
+    for name, changes, extra in plans:
+        run_name = new_run_name(name, root)
+        print(f"\n=== {run_name}: stage 2 with {changes}")
+        ctx = pipeline.run(profile.replace(stage2=changes), registry.run_path(run_name, root),
+                           options, stages, inputs=inputs, overrides=changes, **extra)
+        inputs = ctx.inputs
+        created.append(run_name)
     return created
