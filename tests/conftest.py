@@ -36,13 +36,17 @@ if WORKER_THREADS:
 
 
 # Work units, first to last. A unit runs on one worker, in order: the notebooks that read each
-# other's runs (08 evaluates what 06 and 07 trained, 09 rates 08's samples, 10 repeats stage 2
-# from 06's model, 12 and 13 tune 07's model: the longest chain, so it starts first); the
-# modules that share the session's whole tiny run (`tiny_full_run`, built once); the browser
-# tests, which share one JupyterLab server.
+# other's runs (08 evaluates what 06 and 07 trained, 09 rates samples, 10 repeats stage 2 from
+# 06's model, 12 and 13 tune 07's model: the longest chain, so it starts first); the modules
+# that share the session's whole tiny run (`tiny_full_run`, built once); the browser tests,
+# which share one JupyterLab server.
 # Every other test is a unit of its own. The units are named from node ids, which is all the
 # scheduler sees (xdist's own `loadgroup` marks do not reach it under pytest 9.2).
-CLASS_CHAIN = ("06_", "07_", "08_", "09_", "10_", "12_", "13_")
+# The class runs out of order, as a class that starts at 08 would (issue #25): 08 makes 06's
+# and 07's runs as those notebooks would, 07 and then 06 take their runs over, 12 tunes 07's
+# model; then 09 rates 12's stage 2 against stage 3 (tests/test_notebooks.py's PARAMETERS),
+# 10 repeats stage 2 from 06's model and 13 tunes 07's.
+CLASS_CHAIN = ("08_", "07_", "12_", "06_", "09_", "10_", "13_")
 FULL_RUN_MODULES = ("test_dpo.py", "test_learning.py", "test_pipeline.py", "test_reward.py")
 BROWSER_MODULES = ("test_e2e_jupyterlab.py",)
 UNIT_ORDER = ("class-notebooks", "tiny-full-run")
@@ -83,7 +87,9 @@ def pytest_collection_modifyitems(config, items):
 
     def rank(item):
         unit = work_unit(item.nodeid)
-        return UNIT_ORDER.index(unit) if unit in UNIT_ORDER else len(UNIT_ORDER)
+        if unit == "class-notebooks":  # in CLASS_CHAIN's order, not the files'
+            return (0, CLASS_CHAIN.index(item.nodeid.split("[", 1)[1][:3]))
+        return (UNIT_ORDER.index(unit) if unit in UNIT_ORDER else len(UNIT_ORDER), 0)
     items.sort(key=rank)  # stable: the tests keep their order within a rank
 
 

@@ -1,5 +1,6 @@
 """utils.train.chunked_loss: the chunked cross-entropy equals the plain one (value and gradients),
-and the pipeline's Trainer uses it, with checkpointing, for a LoRA model only."""
+and the pipeline's Trainer uses it in both stages (for training and validation), with
+checkpointing for a LoRA model only."""
 
 import copy
 import warnings
@@ -88,9 +89,34 @@ def test_stage1_trainer_uses_chunked_loss_and_checkpointing_then_undoes_it(gpt2_
     assert all(type(block.mlp.act) is NewGELUActivation for block in base.transformer.h)
     # the adapters trained through the checkpointed blocks (lora_B starts at zero)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
-    full = build_tiny_model(profile, gpt2_tok, seed=0)
-    assert build_trainer(full, profile.stage2, tmp_path / "s2", rows, rows[:2],
-                         SFTCollator(gpt2_tok.pad_token_id), gpt2_tok).loss_fn is None
+
+
+def test_stage2_scores_only_label_positions_with_the_models_loss_and_gradients(gpt2_tok, tmp_path):
+    """Full fine-tuning (tied input and output embedding) through lm_loss: the same loss and
+    gradients as the model's own, and the Trainer's validation gives the model's mean too."""
+    profile = get_profile("tiny")
+    model = build_tiny_model(profile, gpt2_tok, seed=0)
+    rows = [{"input_ids": list(range(5, 30)), "labels": [IGNORE_INDEX] * 10 + list(range(15, 30))},
+            {"input_ids": list(range(40, 52)), "labels": [IGNORE_INDEX] * 4 + list(range(44, 52))}]
+    trainer = build_trainer(model, profile.stage2, tmp_path, rows, rows,
+                            SFTCollator(gpt2_tok.pad_token_id), gpt2_tok)
+    assert trainer.loss_fn is lm_loss and not model.is_gradient_checkpointing
+    batch = SFTCollator(gpt2_tok.pad_token_id)(rows)
+    model.eval()  # no dropout: the two forwards must see the same network
+    twin = copy.deepcopy(model)
+    ours, plain = lm_loss(model, batch), twin(**batch).loss
+    ours.backward()
+    plain.backward()
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
+    tied = model.get_output_embeddings().weight
+    assert tied is model.get_input_embeddings().weight  # one matrix, two gradient paths summed
+    torch.testing.assert_close(tied.grad, twin.get_input_embeddings().weight.grad, rtol=1e-4, atol=1e-7)
+    for (name, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():  # validation keeps no gradient state
+        assert lm_loss(model, batch).grad_fn is None
+    metrics = trainer.evaluate()
+    assert abs(metrics["eval_loss"] - plain.item()) < 1e-5
 
 
 def test_fused_gelu_computes_gpt2s_gelu_and_is_put_back(gpt2_tok):

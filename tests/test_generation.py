@@ -95,3 +95,50 @@ def test_sampling_gives_the_texts_of_hugging_faces_top_p():
     decode = get_profile("tiny").decode
     ours = generate_batched(model, tok, PROMPTS * 4, decode, seed=3, batch_size=16)
     assert ours == generate_batched(model, tok, PROMPTS * 4, decode, seed=3, batch_size=16, fast_top_p=False)
+
+
+def test_inverse_cdf_draws_follow_the_probabilities():
+    """utils.generate.sampling.draw: each row's frequencies match its probabilities, and a token
+    of probability 0 is never drawn."""
+    import torch
+
+    from utils.generate.sampling import draw
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.stack([draw(probs, g) for _ in range(20_000)])  # [draws, rows]
+    freq = torch.stack([(drawn[:, 0] == t).float().mean() for t in range(4)])
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+    assert (drawn[:, 1] == 3).all() and not (drawn[:, 0] == 1).any()
+
+
+def test_sampled_rollouts_match_the_models_own_probabilities_and_stop_at_eos():
+    """utils.generate.sampling.sample on left-padded prompts: the tokens generate's KV cache
+    would see (the same logits at every step as a full forward pass), EOS filled after a row
+    ends, and the same draws for the same torch seed."""
+    import torch
+
+    from utils.generate.sampling import sample
+
+    model, tok = load_model_and_tokenizer(get_profile("tiny"))
+    model.eval()
+    rows = [tok("The sea at night")["input_ids"], tok("A heron")["input_ids"]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.eos_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    torch.manual_seed(0)
+    new = sample(model, ids, mask, 12, temperature=0.7, eos_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    assert torch.equal(new, sample(model, ids, mask, 12, temperature=0.7, eos_id=tok.eos_token_id))
+    assert new.shape[0] == 2 and 1 <= new.shape[1] <= 12
+    # a greedy-like temperature picks the model's own most likely token given the whole row
+    cold = sample(model, ids, mask, 6, temperature=1e-4, eos_id=tok.eos_token_id)
+    full = torch.cat([ids, cold], dim=1)
+    full_mask = torch.cat([mask, torch.ones_like(cold)], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=full, attention_mask=full_mask,
+                       position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)).logits
+    expected = logits[:, width - 1:-1].argmax(-1)
+    ended = (cold == tok.eos_token_id).cumsum(1) > (cold == tok.eos_token_id).long()  # after an EOS
+    assert torch.equal(cold[~ended], expected[~ended])
+    assert (cold[ended] == tok.eos_token_id).all()

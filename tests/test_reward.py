@@ -131,6 +131,28 @@ def test_token_advantages_add_rhyme_credit_on_end_word_tokens():
     assert advantages[:, :night].abs().max().item() == 0.0  # "In the light\nat": no credit
 
 
+def test_form_weight_scales_the_form_advantage_and_leaves_the_rhyme_credit():
+    """Every token carries form_weight x the answer's form advantage; an end word adds its
+    rhyme advantage at full weight."""
+    from utils.models.tokenizers import load_tokenizer
+    from utils.prefer.reward import form_penalty
+
+    tok = load_tokenizer("tiny")
+    texts = ["In the light\nat night", "night night night\nnight night night"]  # the second repeats
+    ids = [tok(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    batch = {"texts": texts,
+             "completion_ids": torch.tensor([row + [tok.eos_token_id] * (width - len(row)) for row in ids]),
+             "completion_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])}
+    form = group_advantages([form_penalty(t, RewardConfig(novelty_weight=0.0)) for t in texts], 2, False)
+    assert form[0] > 0 > form[1]
+    for weight in (1.0, 0.25):
+        config = RewardConfig(group_size=2, novelty_weight=0.0, scale_rewards=False, form_weight=weight)
+        advantages = token_advantages(batch, tok, config)
+        assert advantages[0, 0].item() == pytest.approx(weight * form[0].item())  # "In": form alone
+        assert advantages[1, 0].item() == pytest.approx(weight * form[1].item())
+
+
 def test_policy_loss_is_minus_advantage_weighted_logp_plus_kl():
     logps = torch.tensor([[-1.0, -2.0], [-0.5, -9.0]])
     mask = torch.tensor([[1, 1], [1, 0]])  # the second answer ended after one token
@@ -157,7 +179,7 @@ def test_prompt_batches_cover_every_prompt_each_pass():
 @pytest.mark.parametrize("field, value", [
     ("max_steps", 0), ("group_size", 1), ("prompts_per_step", 0), ("learning_rate", 0.0),
     ("beta", float("nan")), ("beta", -0.1), ("temperature", float("inf")), ("max_new_tokens", 0),
-    ("repetition_weight", -1.0), ("near_rhyme_weight", float("nan")), ("novelty_weight", -0.5),
+    ("repetition_weight", -1.0), ("near_rhyme_weight", float("nan")), ("novelty_weight", -0.5), ("form_weight", -0.1),
     ("eval_samples_per_prompt", 1),
 ])
 def test_reward_config_names_the_bad_field(field, value):

@@ -142,7 +142,8 @@ def _logging_every_step(model, tok, tmp_path, max_steps: int):
 
 def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
     model, tok = load_model_and_tokenizer("tiny")
-    model.lm_head.register_forward_hook(lambda module, inputs, out: out * float("nan"))
+    # on the final hidden states: the loss projects them through the head itself (chunked_loss)
+    model.transformer.ln_f.register_forward_hook(lambda module, inputs, out: out * float("nan"))
     trainer = _logging_every_step(model, tok, tmp_path, max_steps=2)
     with pytest.raises(loss_guards.NonFiniteLossError, match=r"loss became nan at step 1 "
                        r"\(learning_rate=0\.001, dtype=float32\)"):
@@ -152,8 +153,10 @@ def test_nan_loss_stops_training_naming_learning_rate_and_dtype(tmp_path):
 def test_exploding_finite_loss_stops_training_naming_learning_rate(tmp_path):  # catalogue: C1
     model, tok = load_model_and_tokenizer("tiny")
     calls = []
-    # From the second forward pass on, logits x 1000: a finite loss thousands of times the first.
-    model.lm_head.register_forward_hook(lambda m, i, out: calls.append(1) or out * (1 if len(calls) < 2 else 1e3))
+    # From the second forward pass on, the final hidden states x 1000, so the logits x 1000 (the
+    # head has no bias): a finite loss thousands of times the first.
+    model.transformer.ln_f.register_forward_hook(
+        lambda m, i, out: calls.append(1) or out * (1 if len(calls) < 2 else 1e3))
     trainer = _logging_every_step(model, tok, tmp_path, max_steps=3)
     with pytest.raises(loss_guards.DivergedLossError, match=r"training loss diverged: .* at step 2.*"
                        r"learning_rate=0\.001\). Lower the learning rate"):

@@ -39,6 +39,7 @@ from utils.evaluate.metrics import distinct_n, repetition_rate
 from utils.evaluate.poetry import (WORD, assonance, end_word, line_pairs, rhyme_class, rhyme_pair_rate,
                                    stanzas, words)
 from utils.generate.decoding import context_length, encode_prompt
+from utils.generate.sampling import sample
 from utils.prefer.scripted_rater import sample_answers
 
 
@@ -62,6 +63,7 @@ class RewardConfig:
     repetition_weight: float = 0.5  # times (repeated-line share + repeated-bigram share)
     degenerate_penalty: float = 0.5  # taken from an answer without two lines in a stanza
     novelty_weight: float = 0.5  # times the share of bigrams no other answer of the group has
+    form_weight: float = 0.25  # the form advantage's share beside the end words' rhyme (end_words credit)
     max_grad_norm: float = 1.0
     eval_samples_per_prompt: int = 4  # answers per held-out prompt to measure the rhyme rate
     seed: int = 42
@@ -213,8 +215,9 @@ def end_word_advantages(scores: list[list[float]], group_size: int, scale: bool 
 
 
 def token_advantages(batch: dict, tokenizer, config: RewardConfig) -> torch.Tensor:
-    """[rows, completion length]: every token carries its answer's form advantage; the tokens
-    of an end word (and its line break) add that end word's rhyme advantage. With
+    """[rows, completion length]: every token carries its answer's form advantage (times
+    form_weight); the tokens of an end word (and its line break) add that end word's rhyme
+    advantage. With
     rhyme_credit="answer", the answer's mean pair score joins its form reward instead, and
     every token carries the advantage of the sum (GRPO's one advantage an answer)."""
     texts, group = batch["texts"], config.group_size
@@ -227,6 +230,11 @@ def token_advantages(batch: dict, tokenizer, config: RewardConfig) -> torch.Tens
         1, batch["completion_ids"].shape[1])
     if config.rhyme_credit == "answer":
         return advantages
+    # The form advantage sits on every token, the rhyme advantage on a few end words: at full
+    # weight the form's share of the gradient dwarfs the rhyme's. Trials on the tiny stage-2
+    # model (2026-12-05): at weight 1, 3 of 14 runs (seeds and other settings) raised the
+    # held-out rhyme-pair rate by 0.13 or more; at 0.5 or 0.25, 5 of 8 did.
+    advantages = config.form_weight * advantages
     rhyme = end_word_advantages([[s for *_, s in row] for row in scored], group, config.scale_rewards)
     for i, (spans, adv) in enumerate(zip(scored, rhyme)):
         ids = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
@@ -255,17 +263,17 @@ def rollouts(model, tokenizer, prompts, config: RewardConfig) -> dict:
     """group_size sampled answers per prompt (rows grouped by prompt): token ids, masks, texts.
 
     Plain sampling at `temperature`, so the log-probabilities the step raises are those of the
-    distribution the answers came from. An answer ends at its first EOS, which it keeps.
+    distribution the answers came from (utils/generate/sampling.py: the distribution of
+    `generate(do_sample=True)`, without its costly draw on a CPU). An answer ends at its first
+    EOS, which it keeps.
     """
     limit = context_length(model)
     rows = [encode_prompt(tokenizer, p, config.max_new_tokens, limit)[0].tolist()
             for p in prompts for _ in range(config.group_size)]
     ids, mask = _left_padded(rows, tokenizer.pad_token_id)
     device = next(model.parameters()).device
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                         temperature=config.temperature, top_k=0, top_p=1.0,
-                         max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-    completion = out[:, ids.shape[1]:].cpu()
+    completion = sample(model, ids.to(device), mask.to(device), config.max_new_tokens,
+                        config.temperature, tokenizer.eos_token_id).cpu()
     is_eos = completion == tokenizer.eos_token_id
     # tokens up to and including the first EOS; generate pads finished rows with EOS after it
     completion_mask = (is_eos.cumsum(dim=1) - is_eos.long() == 0).long()

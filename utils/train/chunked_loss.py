@@ -1,12 +1,14 @@
-"""Stage 1's chunked cross-entropy: the loss over the vocabulary a slice of positions at a time.
+"""The fine-tuning stages' chunked cross-entropy: the loss over the vocabulary a slice of positions at a time.
 
 At the seed's workload (batch 2 x 512, GPT-2 shape) a LoRA step is dominated by activations
 and the fp32 logits (2 x 512 x 50,257 x 4 bytes = 206 MB, several copies in the backward),
 not by optimizer state. `lm_loss` computes the loss from the final hidden states through the
-(frozen) output layer `chunk` positions at a time, and computes the gradient during the
-forward, so no more than one chunk of logits ever exists. The other savers (checkpointing,
-the fused GELU) are in utils/train/savers.py; utils/train/trainer.py hooks both into the
-pipeline's stage 1; notebook 11 measures what each buys.
+output layer `chunk` positions at a time, and computes the gradient during the forward, so no
+more than one chunk of logits ever exists. It also projects only the positions that have a
+label: in stage 2 a prompt or padding position would otherwise cost a row of 50,257 logits
+forward and back, which is most of a small model's step and of its validation. The other
+savers (checkpointing, the fused GELU) are stage 1's, in utils/train/savers.py;
+utils/train/trainer.py hooks them into the pipeline; notebook 11 measures what each buys.
 """
 
 from __future__ import annotations
@@ -47,21 +49,33 @@ class LinearCrossEntropy(torch.autograd.Function):
                     grad_w += (g.T @ h).float()
             del logits
         ctx.save_for_backward(*(t for t in (grad_h, grad_w) if t is not None))
-        ctx.has = (need_h, need_w)
+        ctx.has, ctx.weight_dtype = (need_h, need_w), weight.dtype
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
         saved = iter(ctx.saved_tensors)
         grad_h = next(saved) * grad_out.to(ctx.saved_tensors[0].dtype) if ctx.has[0] else None
-        grad_w = next(saved) * grad_out if ctx.has[1] else None
+        grad_w = (next(saved) * grad_out).to(ctx.weight_dtype) if ctx.has[1] else None
         return grad_h, grad_w, None, None
+
+
+def summed_nll(hidden, weight, labels, chunk: int = CHUNK) -> torch.Tensor:
+    """The same summed cross-entropy with no gradient kept: validation, one chunk at a time."""
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk):
+        logits = (hidden[start:start + chunk] @ weight.T).float()
+        y = labels[start:start + chunk]
+        total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, y[:, None])[:, 0]).sum()
+    return total
 
 
 def linear_cross_entropy(hidden, weight, labels, chunk: int = CHUNK) -> torch.Tensor:
     """Summed next-token loss of hidden states (..., d) against labels (...), IGNORE_INDEX skipped."""
     hidden, labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
     keep = labels != IGNORE_INDEX  # only positions with a label cost a row of logits
+    if not torch.is_grad_enabled():  # validation: the Function would still build gradients
+        return summed_nll(hidden[keep], weight, labels[keep], chunk)
     return LinearCrossEntropy.apply(hidden[keep], weight, labels[keep], chunk)
 
 

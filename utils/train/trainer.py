@@ -129,7 +129,7 @@ class PoetTrainer(Trainer):
             return self._loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """loss_fn(model, inputs, num_items) when set (stage 1's chunked loss), else the model's."""
+        """loss_fn(model, inputs, num_items) when set (the chunked loss), else the model's."""
         # A DDP-wrapped model must run its own forward, or its gradients would not be synchronised.
         if self.loss_fn is None or return_outputs or not model.training or model is not self.model:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -153,7 +153,7 @@ class PoetTrainer(Trainer):
                 inputs = self._prepare_inputs(inputs)
                 count = (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()  # the model shifts by one
                 with self.compute_loss_context_manager():
-                    loss = model(**inputs).loss
+                    loss = self._eval_loss(model, inputs)
                 sums += torch.stack([loss.double() * count, count.double()])
         sums = self.accelerator.reduce(sums, reduction="sum")  # all processes' shares of the split
         metrics = {f"{metric_key_prefix}_loss": (sums[0] / sums[1]).item(),
@@ -162,18 +162,28 @@ class PoetTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    def _eval_loss(self, model, inputs) -> torch.Tensor:
+        """The mean loss per label token of a batch: through loss_fn, which projects only the
+        label positions onto the vocabulary (a prompt or padding position costs a row of 50,257
+        logits in the model's own loss), else the model's."""
+        if self.loss_fn is None or model is not self.model:
+            return model(**inputs).loss
+        return self.loss_fn(model, inputs, None)
+
 
 def build_trainer(model, cfg: TrainConfig, output_dir, train_rows, eval_rows, collator,
                   tokenizer=None, callbacks=(), **arg_overrides) -> PoetTrainer:
     """A PoetTrainer with the stats, NaN and divergence callbacks; evaluates on the validation rows."""
     args = training_arguments(cfg, output_dir, **arg_overrides)
     stats = TrainingStatsCallback()
-    # A LoRA model (stage 1) trains with checkpointing and the chunked loss: utils/train/chunked_loss.py
+    # A LoRA model (stage 1) trains with checkpointing (utils/train/savers.py). Both stages score
+    # only the positions that have a label, a chunk of the vocabulary's logits at a time
+    # (utils/train/chunked_loss.py): stage 2's prompts and padding then cost no logits at all.
     lean = [LeanLoRA(model)] if is_lora(model) else []
     return PoetTrainer(model=model, args=args, train_dataset=list(train_rows),
                        eval_dataset=list(eval_rows), data_collator=collator,
                        processing_class=tokenizer, stats=stats,
-                       loss_fn=lm_loss if lean and supports_chunked_loss(model) else None,
+                       loss_fn=lm_loss if supports_chunked_loss(model) else None,
                        callbacks=[stats, NonFiniteLossCallback(), DivergenceCallback(), *callbacks,
                                   *lean])
 
