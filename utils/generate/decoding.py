@@ -87,14 +87,19 @@ def encode_prompt(tokenizer, prompt: str, max_new_tokens: int, max_positions: in
 # ---------------------------------------------------------------- one forward step
 
 
+def cache_argument(model) -> str:
+    """The name forward() takes the KV cache by: transformers 5.24 renamed `past_key_values` to
+    `cache` (the old name works until 5.40, with a warning); older releases know only the old."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def next_token_logits(model, input_ids, cache=None):
     """Logits of the next token (float32) and the updated KV cache.
 
     With a cache, only the newest token goes through the model: the keys and values of
     the earlier ones are stored, so a step costs one token's work instead of the whole line.
     """
-    # transformers 5.24 renamed `past_key_values` to `cache` (the old name works until 5.40).
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    name = cache_argument(model)
     # logits_to_keep=1: the LM head runs on the last position only, the one we sample from.
     out = model(input_ids=input_ids.to(model.device), use_cache=True, logits_to_keep=1, **{name: cache})
     return out.logits[:, -1, :].float(), getattr(out, name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from utils.generate.decoding import cache_argument
 from utils.models.loading import eos_is_not_padding
 
 
@@ -32,13 +33,13 @@ def sample(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
     rows = ids.shape[0]
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # left padding: count from the first real token
     done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    new, past = [], None
+    new, past, cache = [], None, cache_argument(model)
     step_ids, step_positions = ids, positions
     with eos_is_not_padding(model):
         for _ in range(max_new_tokens):
             out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
-                        past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = out.past_key_values
+                        use_cache=True, logits_to_keep=1, **{cache: past})
+            past = getattr(out, cache)
             token = draw(torch.softmax(out.logits[:, -1].float() / temperature, dim=-1))
             token = torch.where(done, torch.full_like(token, eos_id), token)
             new.append(token)
