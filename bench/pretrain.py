@@ -73,8 +73,6 @@ LEVER_NOTES = {
     "dropout": "dropout > 0 in training keeps CPU SDPA off its fused kernel and adds masks, so it "
                "costs tokens/s; ours keeps 0.1 for the held-out loss: a full run repeats the data "
                "~26 times, and `--only pretrain-dropout` measures what dropout is worth then",
-    "bf16 autocast": "this CPU has no native bf16 (AVX2 only, no AVX512-BF16/AMX): autocast converts "
-                     "every matmul's operands, and the weights and optimizer stay fp32 anyway",
     "full head, chunked": "computes the full head's gradient inside the forward, 256 positions at a "
                           "time; it saves memory (412 MB of logits at batch 8), which a 7M model "
                           "does not need; the corpus head's logits are 4x smaller anyway",
@@ -87,6 +85,27 @@ LEVER_NOTES = {
              "8 rows); ours keeps 8 rows of 256, the checkpoint's",
     "1 thread": "one thread per core is torch's default; 1 thread measures what a busy machine gives",
 }
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN computes bf16 in hardware here (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def bf16_note(native: bool) -> str:
+    """Why bf16 autocast measures as it does on this CPU."""
+    if native:
+        return ("this CPU computes bf16 natively (AVX512-BF16/AMX): autocast converts no operands in "
+                "software here; the weights and optimizer stay fp32 anyway")
+    return ("this CPU has no native bf16 (no AVX512-BF16/AMX): autocast converts every matmul's "
+            "operands, and the weights and optimizer stay fp32 anyway")
+
+
+LEVER_NOTES["bf16 autocast"] = bf16_note(cpu_has_native_bf16())
+TIE = 0.03  # tokens/s within 3% of ours is called a tie: a few timed steps cannot separate them
 
 
 def _with_threads(threads: int | None, fn):
@@ -153,8 +172,9 @@ def lever_verdicts(rows: dict) -> dict[str, str]:
         if name in ("today", "today in fp32", "ours"):
             continue
         ratio = ours / row["tokens_per_s"]
-        choice = ("ours as is" if ratio >= 1 else "faster, kept for what it trains, not its speed"
-                  if _not_for_speed(name) else "FASTER than ours: change the default")
+        choice = ("ours as is" if ratio >= 1 else "a tie within 3%: ours as is" if ratio >= 1 - TIE
+                  else "faster, kept for what it trains, not its speed" if _not_for_speed(name)
+                  else "FASTER than ours: change the default")
         note = LEVER_NOTES.get("batch" if name.startswith("batch ") else name)
         verdicts[name] = (f"{choice}: ours {ours:,.0f} tok/s, with '{name}' toggled "
                           f"{row['tokens_per_s']:,.0f} tok/s ({ratio:.2f}x)" + (f"; {note}" if note else ""))

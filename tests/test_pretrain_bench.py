@@ -42,7 +42,10 @@ def test_verdicts_compare_ours_with_each_toggle():
     verdicts = pb.lever_verdicts(rows)
     assert set(verdicts) == {"bf16 autocast", "AdamW foreach", "batch 16"}
     assert verdicts["bf16 autocast"].startswith("ours as is") and "(5.00x)" in verdicts["bf16 autocast"]
-    assert "no native bf16" in verdicts["bf16 autocast"]  # the note travels with the number
+    assert pb.LEVER_NOTES["bf16 autocast"] in verdicts["bf16 autocast"]  # the note travels with the number
+    assert "no native bf16" in pb.bf16_note(False) and "natively" in pb.bf16_note(True)
+    tie = pb.lever_verdicts({**rows, "AdamW foreach": {"tokens_per_s": 306.0}})["AdamW foreach"]
+    assert tie.startswith("a tie within 3%") and "(0.98x)" in tie
     assert verdicts["AdamW foreach"].startswith("FASTER than ours") and "(0.75x)" in verdicts["AdamW foreach"]
     # the batch and dropout change what a run learns: faster is not enough to switch
     assert verdicts["batch 16"].startswith("faster, kept for") and "updates" in verdicts["batch 16"]
