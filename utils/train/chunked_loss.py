@@ -1,4 +1,4 @@
-"""The fine-tuning stages' chunked cross-entropy: the loss over the vocabulary a slice of positions at a time.
+"""Chunked cross-entropy for both fine-tuning stages: the loss over the vocabulary a slice at a time.
 
 At the seed's workload (batch 2 x 512, GPT-2 shape) a LoRA step is dominated by activations
 and the fp32 logits (2 x 512 x 50,257 x 4 bytes = 206 MB, several copies in the backward),
