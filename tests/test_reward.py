@@ -317,3 +317,25 @@ def test_answer_credit_spreads_the_rhyme_over_every_token():
     assert torch.allclose(advantages[1], torch.full((width,), -0.5))
     with pytest.raises(ValueError, match="rhyme_credit"):
         RewardConfig(rhyme_credit="tokens")
+
+
+def test_the_trials_tool_reads_its_changes_and_refuses_a_folder_without_a_model(tmp_path):
+    """tools/reward_trials.py (the seed trials counted at RewardConfig.form_weight): `--set`
+    values parse as Python literals, and a folder with no model stops before any work."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("reward_trials", root / "tools" / "reward_trials.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    parse_changes = tool.parse_changes
+
+    assert parse_changes(["form_weight=1.0", "max_steps=60"]) == {"form_weight": 1.0, "max_steps": 60}
+    with pytest.raises(SystemExit, match="name=value"):
+        parse_changes(["form_weight"])
+    done = subprocess.run([sys.executable, str(root / "tools" / "reward_trials.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "holds no model (config.json)" in done.stderr
