@@ -60,22 +60,12 @@ class LinearCrossEntropy(torch.autograd.Function):
         return grad_h, grad_w, None, None
 
 
-def summed_nll(hidden, weight, labels, chunk: int = CHUNK) -> torch.Tensor:
-    """The same summed cross-entropy with no gradient kept: validation, one chunk at a time."""
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, hidden.shape[0], chunk):
-        logits = (hidden[start:start + chunk] @ weight.T).float()
-        y = labels[start:start + chunk]
-        total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, y[:, None])[:, 0]).sum()
-    return total
-
-
 def linear_cross_entropy(hidden, weight, labels, chunk: int = CHUNK) -> torch.Tensor:
     """Summed next-token loss of hidden states (..., d) against labels (...), IGNORE_INDEX skipped."""
     hidden, labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
     keep = labels != IGNORE_INDEX  # only positions with a label cost a row of logits
-    if not torch.is_grad_enabled():  # validation: the Function would still build gradients
-        return summed_nll(hidden[keep], weight, labels[keep], chunk)
+    if not torch.is_grad_enabled():  # validation: detached inputs, so the forward builds no gradients
+        hidden, weight = hidden.detach(), weight.detach()
     return LinearCrossEntropy.apply(hidden[keep], weight, labels[keep], chunk)
 
 
