@@ -23,16 +23,17 @@ from utils.train.pretrain import PretrainConfig
 
 # ---------------------------------------------------------------- the shape sweep
 
-# Candidates around the committed 4 x 128 (context 256): deeper, a longer context, and one
-# wider shape. Every head is 32 wide, as in the committed shape. With the corpus head the
-# output layer scores ~12,900 rows, not 50,257, so the transformer body is no longer a rounding
-# error of a step. The checkpoint stays 128 wide (utils/train/pocket_card.py, SHAPE_RULE): the
-# wider shape is measured to show what that rule gives up.
+# Candidates at width 128 (context 256 unless named): deeper, a longer context, and one wider
+# shape. Every head is 32 wide. Each sets its depth, so the sweep means the same whatever
+# PretrainConfig's default depth is. With the corpus head the output layer scores ~12,900 rows,
+# not 50,257, so the transformer body is no longer a rounding error of a step. The checkpoint
+# stays 128 wide (utils/train/pocket_card.py, SHAPE_RULE): the wider shape is measured to show
+# what that rule gives up.
 SHAPES = {
-    "4x128 ctx256": {},
+    "4x128 ctx256": {"n_layer": 4},
     "6x128 ctx256": {"n_layer": 6},
     "8x128 ctx256": {"n_layer": 8},
-    "4x128 ctx512": {"block_size": 512, "batch_size": 4},  # the same tokens a step
+    "4x128 ctx512": {"n_layer": 4, "block_size": 512, "batch_size": 4},  # the same tokens a step
     "6x192 ctx256": {"n_layer": 6, "n_embd": 192, "n_head": 6},
 }
 

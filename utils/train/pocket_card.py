@@ -6,9 +6,11 @@ figure on it was measured by that run: tokens, wall time, tokens/s, MFU, the los
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -55,7 +57,7 @@ Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile l
 | MFU | {f'{used:.2f}' if used else 'not measured'}: {flops / 1e6:.1f} MFLOP per token (`training_flops_per_token`, the head's trained rows counted) x tokens/s over {peak / 1e9:.0f} GFLOP/s, this machine's fp32 GEMM peak measured after the run |
 | machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()} |
 
-{shape_section(cfg)}
+{shape_section(cfg, state)}
 ## Validation loss curve
 | step | tokens | wall (min) | training loss (last batch) | validation loss |
 |---|---|---|---|---|
@@ -86,24 +88,33 @@ def _head_line(cfg, head: dict | None) -> str:
 # the reward stage, sampling in every notebook and test) scores all 50,257 tokens at every
 # position, so its cost grows with the width of that output layer; the corpus head spares only
 # pretraining. Depth adds a few hundred thousand weights per layer and costs every stage little.
-SHAPE_RULE = ("the lowest held-out loss among the shapes 128 wide: every later stage scores all "
-              "50,257 tokens at every position, a cost that grows with the width, not the depth")
+SHAPE_RULE = ("the lowest held-out loss of the full-length runs 128 wide (below): every later stage "
+              "scores all 50,257 tokens at every position, a cost that grows with the width, not the depth")
 BENCH_FILE = REPO_ROOT / "results" / "bench-cpu.json"
+CANDIDATES_DIR = REPO_ROOT / "results" / "pocket-next"  # earlier full-length runs: card + history.json each
 
 
-def shape_section(cfg, bench_file=BENCH_FILE) -> str:
-    """The card's "Shape" section: the measured sweep and dropout probe the shape came from."""
+def shape_section(cfg, state: dict | None = None, bench_file=BENCH_FILE, candidates=CANDIDATES_DIR) -> str:
+    """The card's "Shape" section: the full-length runs the shape was chosen from (this one and
+    the recorded candidates), then the short sweep and dropout probe of the bench."""
+    mine = f"{cfg.n_layer}x{cfg.n_embd} ctx{cfg.block_size}"
+    runs = full_length_runs(candidates) + ([("this run", dataclasses.asdict(cfg), state["history"], state["wall_s"])]
+                                           if state and state.get("history") else [])
+    text = f"## Shape\nChosen: **{mine}**, {SHAPE_RULE}.\n"
+    if runs:
+        rows = "\n".join(_run_row(*run) for run in runs)
+        text += ("\nHeld-out losses in nats/token; each wall time is on its own run's machine (its card says which).\n"
+                 "\n| run | shape | dropout | weight decay | tokens | wall (min) | lowest held-out | "
+                 f"final held-out |\n|---|---|---|---|---|---|---|---|\n{rows}\n")
     results = json.loads(bench_file.read_text()).get("results", {}) if bench_file.is_file() else {}
     sweep, probe = results.get("pretrain-shapes"), results.get("pretrain-dropout")
-    if not sweep:
-        return "## Shape\nNo shape sweep in results/bench-cpu.json (`python -m bench --only pretrain-shapes`).\n"
-    rows = "\n".join(f"| {name} | {r['val_nats_per_token']:.3f} | {r['tokens_seen']:,d} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['mfu']:.2f} | {r['parameters']:,d} |" for name, r in sweep["shapes"].items())
-    mine = f"{cfg.n_layer}x{cfg.n_embd} ctx{cfg.block_size}"
-    text = (f"## Shape\n`python -m bench --only pretrain-shapes` trained each candidate for "
-            f"{sweep['seconds_each']:.0f} s ({sweep['threads']} threads). Chosen: **{mine}**, "
-            f"{SHAPE_RULE}.{'' if mine in sweep['shapes'] else ' (This run is not one of the swept shapes.)'}\n\n"
-            f"| shape | held-out nats/token | tokens seen | tokens/s | MFU | parameters |\n|---|---|---|---|---|---|\n{rows}\n")
+    if sweep:
+        rows = "\n".join(f"| {name} | {r['val_nats_per_token']:.3f} | {r['tokens_seen']:,d} | {r['tokens_per_s']:,.0f} | "
+                         f"{r['mfu']:.2f} | {r['parameters']:,d} |" for name, r in sweep["shapes"].items())
+        text += (f"\n`python -m bench --only pretrain-shapes` trained each candidate for "
+                 f"{sweep['seconds_each']:.0f} s ({sweep['threads']} threads): it ranks how fast a shape starts, "
+                 "not where it ends (at that budget the shallowest shape leads).\n\n"
+                 f"| shape | held-out nats/token | tokens seen | tokens/s | MFU | parameters |\n|---|---|---|---|---|---|\n{rows}\n")
     if probe:
         runs = ", ".join(f"{name}: {r['val_nats_per_token']:.3f} after {r['passes']:.0f} passes"
                          for name, r in probe["runs"].items())
@@ -111,3 +122,21 @@ def shape_section(cfg, bench_file=BENCH_FILE) -> str:
                  f"1/{probe['slice_of']} of the split, so the data repeats as in a full run): {runs}. "
                  f"This run: dropout {cfg.dropout:g}.\n")
     return text
+
+
+def full_length_runs(candidates=CANDIDATES_DIR) -> list[tuple]:
+    """(name, config, history, wall_s) of each recorded candidate run (a history.json per folder)."""
+    found = []
+    for path in sorted(Path(candidates).glob("**/history.json")):
+        record = json.loads(path.read_text())
+        name = str(path.parent.relative_to(candidates)) if path.parent != Path(candidates) else "."
+        found.append((f"`results/pocket-next/{name}`".replace("/.`", "`"), record["config"],
+                      record["history"], record["wall_s"]))
+    return found
+
+
+def _run_row(name: str, config: dict, history: list, wall_s: float) -> str:
+    shape = f"{config['n_layer']}x{config['n_embd']} ctx{config['block_size']}"
+    losses = [h["val_loss"] for h in history]
+    return (f"| {name} | {shape} | {config['dropout']:g} | {config['weight_decay']:g} | {history[-1]['tokens']:,d} | "
+            f"{wall_s / 60:.1f} | {min(losses):.3f} | {losses[-1]:.3f} |")
