@@ -114,7 +114,7 @@ def test_tiny_starts_from_the_pocket_model_and_says_so():
     profile = get_profile("tiny")
     model = loading.load_model(profile)
     assert model.dtype == torch.float32 and not model.training
-    assert model.config.n_layer == 4 and model.config.vocab_size == 50257
+    assert model.config.n_layer == 8 and model.config.vocab_size == 50257
     assert "pocket" in profile.model.base_description
     assert "random-init" in random_init(profile).model.base_description
     tok = tokenizers.load_tokenizer(profile)
