@@ -145,7 +145,7 @@ def test_prefer_stage_trains_saves_and_measures_from_a_stage2_model(tiny_full_ru
 
     run, tok = tiny_full_run.run_dir, tiny_full_run.tokenizer()
     instructions = tiny_full_run.data().instructions
-    cfg = dpo.preference_config("tiny", max_steps=1, max_prompts=12, samples_per_prompt=4,
+    cfg = dpo.preference_config("tiny", max_steps=1, max_prompts=20, samples_per_prompt=4,
                                 eval_samples_per_prompt=2)
     out = tmp_path / "stage3"
     metrics = prefer_stage(run / registry.STAGE2_MODEL, tok, "tiny", out,

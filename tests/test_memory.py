@@ -36,7 +36,8 @@ def test_lora_count_matches_peft(name):
     tok = load_tokenizer(name)
     model = apply_lora(build_tiny_model(name, tok), name)
     trainable, total = count_parameters(model)
-    assert parameter_counts(tiny_config(get_profile(name), tok)) == (total - trainable, trainable)
+    r = get_profile(name).stage1.lora_r
+    assert parameter_counts(tiny_config(get_profile(name), tok), r) == (total - trainable, trainable)
 
 
 def test_full_fp32_gpt2_parts_are_exact():

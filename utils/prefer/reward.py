@@ -232,8 +232,9 @@ def token_advantages(batch: dict, tokenizer, config: RewardConfig) -> torch.Tens
         return advantages
     # The form advantage sits on every token, the rhyme advantage on a few end words: at full
     # weight the form's share of the gradient dwarfs the rhyme's. Trials on the tiny stage-2
-    # model (2026-12-05, tools/reward_trials.py): at weight 1, 2 of 14 runs (seeds and other
-    # settings) raised the held-out rhyme-pair rate by 0.13 or more; at 0.5 or 0.25, 5 of 8 did.
+    # model of the first, 4 x 128 pocket base (2026-12-05, tools/reward_trials.py): at weight 1,
+    # 2 of 14 runs (seeds and other settings) raised the held-out rhyme-pair rate by 0.13 or
+    # more; at 0.5 or 0.25, 5 of 8 did. Not yet repeated on the 8 x 128 base.
     advantages = config.form_weight * advantages
     rhyme = end_word_advantages([[s for *_, s in row] for row in scored], group, config.scale_rewards)
     for i, (spans, adv) in enumerate(zip(scored, rhyme)):
