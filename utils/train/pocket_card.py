@@ -129,9 +129,8 @@ def full_length_runs(candidates=CANDIDATES_DIR) -> list[tuple]:
     found = []
     for path in sorted(Path(candidates).glob("**/history.json")):
         record = json.loads(path.read_text())
-        name = str(path.parent.relative_to(candidates)) if path.parent != Path(candidates) else "."
-        found.append((f"`results/pocket-next/{name}`".replace("/.`", "`"), record["config"],
-                      record["history"], record["wall_s"]))
+        folder = Path("results/pocket-next") / path.parent.relative_to(candidates)  # "." for the top folder
+        found.append((f"`{folder.as_posix()}`", record["config"], record["history"], record["wall_s"]))
     return found
 
 
