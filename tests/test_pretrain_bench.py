@@ -31,7 +31,7 @@ def test_each_lever_changes_one_thing_from_ours():
             assert changes == {"head": "full", "chunked_loss": True}
         elif name != "ours":
             assert len(changes) == 1 and threads is pb.ALL_THREADS, name
-    assert {"dropout", "bf16 autocast", "AdamW foreach", "full head", "torch.compile",
+    assert {"dropout", "attention dropout", "bf16 autocast", "AdamW foreach", "full head", "torch.compile",
             "batch 4", "batch 16"} <= set(pb.lever_settings(ours))
 
 
@@ -70,8 +70,9 @@ def test_both_recipes_see_the_same_held_out_characters(gpt2_tok):
 
 
 def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):
+    short = {"n_layer": 2, "weight_decay": 0.0}
     out = pb.pretrain_bench(seconds=1, steps=1, ours=SMALL, recipe=SMALL_CHARS,
-                            only=("today", "today in fp32", "ours"), tokenizer=gpt2_tok)
+                            only=("today", "today in fp32", "ours"), tokenizer=gpt2_tok, short_budget=short)
     assert set(out["levers"]) == {"today", "today in fp32", "ours"} and out["verdicts"] == {}
     assert out["speedup_vs_today_fp32"] == pytest.approx(
         out["ours_tokens_per_s"] / out["levers"]["today in fp32"]["tokens_per_s"])
@@ -90,6 +91,11 @@ def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):
     assert pocket["bits_per_char"] == pytest.approx(
         pocket["val_nats_per_token"] * pocket["tokens_per_char"] / math.log(2))
     assert race["pocket_better"] == (pocket["bits_per_char"] < char["bits_per_char"])
+    # the short-budget recipe is ours with its changes; ours races too, as it is
+    assert pocket["config"] == dataclasses.asdict(dataclasses.replace(SMALL, **short)) and race["short_budget"] == short
+    ours_run = race["pocket_ours"]
+    assert ours_run["config"] == dataclasses.asdict(SMALL) and ours_run["steps"] >= 1
+    assert race["ours_better"] == (ours_run["bits_per_char"] < char["bits_per_char"])
     assert char["val_nats_per_char"] < math.log(char["vocab"]) + 1  # near a uniform guess, not garbage
 
 

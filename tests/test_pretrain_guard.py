@@ -44,6 +44,17 @@ def test_bad_arguments_end_in_one_line_before_any_work(tmp_path, flags, message)
     assert list(tmp_path.iterdir()) == []  # no folder made
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"dropout": 1.0}, "--dropout is the share of activations dropped, so at least 0 and below 1, got 1.0"),
+    ({"attn_dropout": -0.1}, "--attn-dropout is the share of activations dropped"),
+    ({"attn_dropout": float("nan")}, "--attn-dropout is the share of activations dropped, so at least 0 and below 1, got nan"),
+])
+def test_a_dropout_outside_0_to_1_is_refused(changes, message):
+    with pytest.raises(PretrainGuardError, match=message.replace("(", r"\(")):
+        pretrain_guard.check_config(dataclasses.replace(SMALL, **changes))
+    pretrain_guard.check_config(dataclasses.replace(SMALL, dropout=0.0, attn_dropout=0.5))  # in range
+
+
 def test_no_out_never_touches_the_committed_checkpoint(tmp_path):
     before = _digests(POCKET_DIR)
     out = pretrain_guard.prepare_out(None, SMALL)

@@ -218,12 +218,13 @@ _TINY_DECODE = DecodeConfig(max_new_tokens=40)
 # The pocket model decodes with repetition penalty 1.2 (CTRL's value, Keskar et al. 2019), not
 # the seed's 1.1: at 1.1 its stage-2 greedy answers loop on a phrase ("and the way") until the
 # budget runs out, so whether they end is a coin flip of the run (measured 2026-12-05 on three
-# stage-2 models of the 8 x 128 base, r=4 stage 1: 0.42 / 0.42 / 0.90 of the test answers ended
-# with EOS at 1.1; at 1.2 all of them, after a median 32-48 tokens).
+# stage-2 models of the first 8 x 128 base, 4.259, r=4 stage 1: 0.42 / 0.42 / 0.90 of the test
+# answers ended with EOS at 1.1; at 1.2 all of them, after a median 32-48 tokens; from today's
+# base, 4.251, without attention dropout, all of them after a median 33, 2026-12-06).
 _POCKET_DECODE = DecodeConfig(max_new_tokens=40, repetition_penalty=1.2)
 # From the pocket base, measured (metrics.json["learning"]): 30 LoRA steps lower the held-out
 # poem loss by about half a nat, 60 full steps of stage 2 the completion loss by about one.
-# Stage 2's rate was tried on the 8 x 128 base (2026-12-05, 31 test prompts, greedy answers at
+# Stage 2's rate was tried on the first 8 x 128 base (2026-12-05, 31 test prompts, greedy answers at
 # repetition penalty 1.1, r=8 stage 1): 1e-3 ended 0.65 of them with EOS (the base's verse
 # prior keeps lines coming), 2e-3 0.94; with r=4 stage 1 that flipped (see _POCKET_DECODE).
 # LoRA r=4 (alpha 8, the same alpha / r as GPT-2's r=8): the pocket model has 8 layers, and r=8

@@ -36,7 +36,7 @@ def model_card(cfg, state: dict, blocks, model) -> str:
                       f"{h['val_loss']:.3f} |" for h in state["history"])
     samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
                         for s in state["samples"])
-    loop = ", ".join([f"dropout {cfg.dropout:g}", "bf16 autocast" if cfg.bf16 else "fp32",
+    loop = ", ".join([f"dropout {cfg.dropout:g} (attention {cfg.attn_dropout:g})", "bf16 autocast" if cfg.bf16 else "fp32",
                       f"{cfg.adamw} AdamW"] + (["torch.compile"] if cfg.compile else []))
     return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
 
@@ -104,7 +104,7 @@ def shape_section(cfg, state: dict | None = None, bench_file=BENCH_FILE, candida
     if runs:
         rows = "\n".join(_run_row(*run) for run in runs)
         text += ("\nHeld-out losses in nats/token; each wall time is on its own run's machine (its card says which).\n"
-                 "\n| run | shape | dropout | weight decay | tokens | wall (min) | lowest held-out | "
+                 "\n| run | shape | dropout (attention) | weight decay | tokens | wall (min) | lowest held-out | "
                  f"final held-out |\n|---|---|---|---|---|---|---|---|\n{rows}\n")
     results = json.loads(bench_file.read_text()).get("results", {}) if bench_file.is_file() else {}
     sweep, probe = results.get("pretrain-shapes"), results.get("pretrain-dropout")
@@ -136,6 +136,7 @@ def full_length_runs(candidates=CANDIDATES_DIR) -> list[tuple]:
 
 def _run_row(name: str, config: dict, history: list, wall_s: float) -> str:
     shape = f"{config['n_layer']}x{config['n_embd']} ctx{config['block_size']}"
+    attention = config.get("attn_dropout", config["dropout"])  # one rate for both before 2026-12-06
     losses = [h["val_loss"] for h in history]
-    return (f"| {name} | {shape} | {config['dropout']:g} | {config['weight_decay']:g} | {history[-1]['tokens']:,d} | "
+    return (f"| {name} | {shape} | {config['dropout']:g} ({attention:g}) | {config['weight_decay']:g} | {history[-1]['tokens']:,d} | "
             f"{wall_s / 60:.1f} | {min(losses):.3f} | {losses[-1]:.3f} |")

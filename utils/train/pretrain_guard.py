@@ -51,6 +51,9 @@ LOWER_BOUNDS = {"n_layer": (1, True), "n_embd": (1, True), "n_head": (1, True),
                 "eval_every": (1, True), "seed": (0, True)}
 
 
+# shares of activations a dropout zeroes: 1 would zero them all
+PROBABILITIES = ("dropout", "attn_dropout")
+
 # settings with a fixed set of values
 CHOICES = {"head": ("corpus", "full"), "adamw": ("fused", "foreach", "for-loop")}
 
@@ -64,6 +67,10 @@ def check_config(cfg) -> None:
         if value < low or (value == low and not inclusive):
             bound = f"at least {low}" if inclusive else f"above {low:g}"
             raise PretrainGuardError(f"{_flag(name)} must be {bound}, got {value!r}")
+    for name in PROBABILITIES:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise PretrainGuardError(f"{_flag(name)} is the share of activations dropped, so at "
+                                     f"least 0 and below 1, got {getattr(cfg, name)!r}")
     if cfg.min_lr_ratio > 1:
         raise PretrainGuardError(f"--min-lr-ratio is the floor of the cosine as a share of the "
                                  f"peak, so at most 1, got {cfg.min_lr_ratio!r}")
