@@ -164,9 +164,18 @@ def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int, peak:
     return rows
 
 
-def _not_for_speed(name: str) -> bool:
-    """Levers that change what is learned, not only how fast: dropouts, and the batch (updates per token)."""
-    return name in ("dropout", "attention dropout") or name.startswith("batch ")
+def _kept_anyway(name: str) -> str | None:
+    """Why ours keeps a lever's setting even where toggling it measures faster (None: no reason).
+
+    Dropouts and the batch change what is learned (the batch: updates per token), not only how
+    fast; bf16 autocast is fast only where a CPU has native bf16, and the default must train
+    alike on every CPU (the AVX2 EPYC emulates it, 12.7x slower in results/bench-cpu.json).
+    """
+    if name in ("dropout", "attention dropout") or name.startswith("batch "):
+        return "faster, kept for what it trains, not its speed"
+    if name == "bf16 autocast":
+        return "faster on this CPU, kept fp32 so that a run trains alike on every CPU"
+    return None
 
 
 def lever_verdicts(rows: dict) -> dict[str, str]:
@@ -178,8 +187,7 @@ def lever_verdicts(rows: dict) -> dict[str, str]:
             continue
         ratio = ours / row["tokens_per_s"]
         choice = ("ours as is" if ratio >= 1 else "a tie within 3%: ours as is" if ratio >= 1 - TIE
-                  else "faster, kept for what it trains, not its speed" if _not_for_speed(name)
-                  else "FASTER than ours: change the default")
+                  else _kept_anyway(name) or "FASTER than ours: change the default")
         note = LEVER_NOTES.get("batch" if name.startswith("batch ") else name)
         verdicts[name] = (f"{choice}: ours {ours:,.0f} tok/s, with '{name}' toggled "
                           f"{row['tokens_per_s']:,.0f} tok/s ({ratio:.2f}x)" + (f"; {note}" if note else ""))

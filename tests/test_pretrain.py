@@ -126,15 +126,19 @@ def test_missing_pocket_model_says_how_to_make_it(tmp_path):
 def test_the_card_lists_the_full_length_runs_the_shape_was_chosen_from(tmp_path):
     from utils.train import pocket_card
 
-    def record(folder, n_layer, weight_decay, losses):
+    def record(folder, n_layer, weight_decay, losses, drop=(), **changes):
         folder.mkdir(parents=True)
         history = [{"tokens": 1000 * (i + 1), "val_loss": v} for i, v in enumerate(losses)]
-        config = {**PretrainConfig().__dict__, "n_layer": n_layer, "weight_decay": weight_decay}
+        config = {**PretrainConfig().__dict__, "n_layer": n_layer, "weight_decay": weight_decay, **changes}
+        config = {k: v for k, v in config.items() if k not in drop}
         (folder / "history.json").write_text(json.dumps({"config": config, "history": history, "wall_s": 600}))
 
     record(tmp_path / "old", 4, 0.1, [4.9, 4.38, 4.46])
+    # a record from before the attention had its own dropout setting: one rate for both
+    record(tmp_path / "older", 4, 0.1, [4.9, 4.5], drop=("attn_dropout",), dropout=0.2)
     state = {"history": [{"tokens": 5000, "val_loss": 4.5}, {"tokens": 9000, "val_loss": 4.26}], "wall_s": 1860}
     text = pocket_card.shape_section(PretrainConfig(), state, bench_file=tmp_path / "none.json", candidates=tmp_path)
     assert "Chosen: **8x128 ctx256**" in text
-    assert "| `results/pocket-next/old` | 4x128 ctx256 | 0.1 | 0.1 | 3,000 | 10.0 | 4.380 | 4.460 |" in text
-    assert "| this run | 8x128 ctx256 | 0.1 | 1 | 9,000 | 31.0 | 4.260 | 4.260 |" in text
+    assert "| `results/pocket-next/old` | 4x128 ctx256 | 0.1 (0) | 0.1 | 3,000 | 10.0 | 4.380 | 4.460 |" in text
+    assert "| `results/pocket-next/older` | 4x128 ctx256 | 0.2 (0.2) | 0.1 | 2,000 | 10.0 | 4.500 | 4.500 |" in text
+    assert "| this run | 8x128 ctx256 | 0.1 (0) | 1 | 9,000 | 31.0 | 4.260 | 4.260 |" in text

@@ -49,6 +49,9 @@ def test_verdicts_compare_ours_with_each_toggle():
     assert verdicts["AdamW foreach"].startswith("FASTER than ours") and "(0.75x)" in verdicts["AdamW foreach"]
     # the batch and dropout change what a run learns: faster is not enough to switch
     assert verdicts["batch 16"].startswith("faster, kept for") and "updates" in verdicts["batch 16"]
+    # bf16 is fast only on a CPU that has it natively: faster here does not change the default
+    bf16 = pb.lever_verdicts({**rows, "bf16 autocast": {"tokens_per_s": 450.0}})["bf16 autocast"]
+    assert bf16.startswith("faster on this CPU, kept fp32") and "(0.67x)" in bf16
 
 
 def test_time_schedule_warms_up_then_decays_to_the_floor():
