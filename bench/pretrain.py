@@ -37,10 +37,10 @@ from utils.train.pretrain import (
 )
 
 # The loop the first pocket checkpoint (2026-12-04, 2.0M tokens) was trained with (its history.json):
-# GPT2Config's dropout 0.1 (the attention's too), bf16 autocast, torch's default (for-loop) AdamW on a CPU, the loss
-# over all 50,257 rows of the output layer.
-TODAY = {"dropout": 0.1, "attn_dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False, "compile": False,
-         "batch_size": 8, "head": "full"}
+# GPT2Config's dropout 0.1 (the attention's too), bf16 autocast, torch's default (for-loop) AdamW
+# on a CPU, the loss over all 50,257 rows of the output layer.
+TODAY = {"dropout": 0.1, "attn_dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False,
+         "compile": False, "batch_size": 8, "head": "full"}
 # The same loop without bf16 autocast: where the checkpoint trained bf16 was native; this
 # machine emulates it, so "today" alone would flatter every other setting ~18x.
 TODAY_FP32 = {**TODAY, "bf16": False}

@@ -36,8 +36,9 @@ def model_card(cfg, state: dict, blocks, model) -> str:
                       f"{h['val_loss']:.3f} |" for h in state["history"])
     samples = "\n".join(f"- step {s['step']}: " + " / ".join(repr(t) for t in s["texts"])
                         for s in state["samples"])
-    loop = ", ".join([f"dropout {cfg.dropout:g} (attention {cfg.attn_dropout:g})", "bf16 autocast" if cfg.bf16 else "fp32",
-                      f"{cfg.adamw} AdamW"] + (["torch.compile"] if cfg.compile else []))
+    loop = ", ".join([f"dropout {cfg.dropout:g} (attention {cfg.attn_dropout:g})",
+                      "bf16 autocast" if cfg.bf16 else "fp32", f"{cfg.adamw} AdamW"]
+                     + (["torch.compile"] if cfg.compile else []))
     return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
 
 Made by `python -m utils.train.pretrain` (seed {cfg.seed}); the `tiny` profile loads it as its base.

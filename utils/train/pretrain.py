@@ -68,7 +68,8 @@ class PretrainConfig:
     eval_every: int = 250  # steps between validation (and checkpoints)
     dropout: float = 0.1  # residual and embedding dropout: the data repeats ~14 times (bench: pretrain-dropout)
     # Dropout on the attention probabilities keeps CPU SDPA off its fused kernel (bench: "attention
-    # dropout"); without it the checkpoint trained at 2,986 tokens/s, not 2,672, and ended 4.251, not 4.259.
+    # dropout"); without it the checkpoint trained at 2,986 tokens/s, not 2,672, and ended at
+    # 4.251, not 4.259.
     attn_dropout: float = 0.0
     bf16: bool = False  # bf16 autocast: without native bf16 (AVX2) a CPU converts, ~5x slower
     adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
