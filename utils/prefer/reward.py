@@ -234,7 +234,10 @@ def token_advantages(batch: dict, tokenizer, config: RewardConfig) -> torch.Tens
     # weight the form's share of the gradient dwarfs the rhyme's. Trials on the tiny stage-2
     # model of the first, 4 x 128 pocket base (2026-12-05, tools/reward_trials.py): at weight 1,
     # 2 of 14 runs (seeds and other settings) raised the held-out rhyme-pair rate by 0.13 or
-    # more; at 0.5 or 0.25, 5 of 8 did. Not yet repeated on the 8 x 128 base.
+    # more; at 0.5 or 0.25, 5 of 8 did. On the 8 x 128 base without attention dropout
+    # (2026-12-06, weight 0.25, one stage-2 model of notebook 07): seeds 1-4 moved it by +0.020,
+    # -0.003, +0.580 and +0.001, so 1 of 4; seed 42, the notebook's, rose in all 3 of its runs
+    # that day (+0.12 to +0.16).
     advantages = config.form_weight * advantages
     rhyme = end_word_advantages([[s for *_, s in row] for row in scored], group, config.scale_rewards)
     for i, (spans, adv) in enumerate(zip(scored, rhyme)):
