@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,7 +51,7 @@ def test_bad_arguments_end_in_one_line_before_any_work(tmp_path, flags, message)
     ({"attn_dropout": float("nan")}, "--attn-dropout is the share of activations dropped, so at least 0 and below 1, got nan"),
 ])
 def test_a_dropout_outside_0_to_1_is_refused(changes, message):
-    with pytest.raises(PretrainGuardError, match=message.replace("(", r"\(")):
+    with pytest.raises(PretrainGuardError, match=re.escape(message)):
         pretrain_guard.check_config(dataclasses.replace(SMALL, **changes))
     pretrain_guard.check_config(dataclasses.replace(SMALL, dropout=0.0, attn_dropout=0.5))  # in range
 

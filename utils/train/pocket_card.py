@@ -98,7 +98,7 @@ CANDIDATES_DIR = REPO_ROOT / "results" / "pocket-next"  # earlier full-length ru
 def shape_section(cfg, state: dict | None = None, bench_file=BENCH_FILE, candidates=CANDIDATES_DIR) -> str:
     """The card's "Shape" section: the full-length runs the shape was chosen from (this one and
     the recorded candidates), then the short sweep and dropout probe of the bench."""
-    mine = f"{cfg.n_layer}x{cfg.n_embd} ctx{cfg.block_size}"
+    mine = _shape(dataclasses.asdict(cfg))
     runs = full_length_runs(candidates) + ([("this run", dataclasses.asdict(cfg), state["history"], state["wall_s"])]
                                            if state and state.get("history") else [])
     text = f"## Shape\nChosen: **{mine}**, {SHAPE_RULE}.\n"
@@ -135,8 +135,12 @@ def full_length_runs(candidates=CANDIDATES_DIR) -> list[tuple]:
     return found
 
 
+def _shape(config: dict) -> str:
+    return f"{config['n_layer']}x{config['n_embd']} ctx{config['block_size']}"
+
+
 def _run_row(name: str, config: dict, history: list, wall_s: float) -> str:
-    shape = f"{config['n_layer']}x{config['n_embd']} ctx{config['block_size']}"
+    shape = _shape(config)
     attention = config.get("attn_dropout", config["dropout"])  # one rate for both before 2026-12-06
     losses = [h["val_loss"] for h in history]
     return (f"| {name} | {shape} | {config['dropout']:g} ({attention:g}) | {config['weight_decay']:g} | {history[-1]['tokens']:,d} | "
