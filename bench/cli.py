@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from typing import Callable
 
 import torch
+
+from bench.timing import side_by_side
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 ONLY_WHEN_NAMED: set[str] = set()  # long sweeps: `--only NAME` runs them, a plain run does not
@@ -28,22 +29,6 @@ def benchmark(name: str, by_default: bool = True):
             ONLY_WHEN_NAMED.add(name)
         return fn
     return register
-
-
-def timed(fn) -> tuple[float, object]:
-    """(seconds, result) of one call."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def side_by_side(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, alternating them so both see the same machine load."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(timed(fn)[0])
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # ---------------------------------------------------------------- beam search (notebook 03)
@@ -141,7 +126,7 @@ def pretraining(args) -> dict:
     """The pocket loop's tokens/s and MFU by lever; nanoGPT's CPU recipe at equal wall time."""
     from bench.pretrain import pretrain_bench
 
-    return pretrain_bench(seconds=args.seconds, steps=args.pretrain_steps)
+    return pretrain_bench(seconds=args.seconds, steps=args.pretrain_steps, rounds=args.repeats)
 
 
 @benchmark("pretrain-shapes", by_default=False)  # 5 shapes x --seconds each
@@ -179,8 +164,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=180.0,
                         help="pretrain: wall time of each recipe in the race (0: skip the race); "
                              "pretrain-shapes, pretrain-dropout: of each run")
-    parser.add_argument("--pretrain-steps", type=int, default=4,
-                        help="pretrain: timed optimizer steps per setting (after one warm-up step)")
+    parser.add_argument("--pretrain-steps", type=int, default=2,
+                        help="pretrain: optimizer steps of a setting's turn; the settings take "
+                             "--repeats turns each (after one warm-up step)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")

@@ -3,8 +3,10 @@
 - levers: tokens/s and MFU of `utils.train.pretrain.train_step` on the real workload (the
   pocket shape, 256-token blocks of the corpus): the first pocket checkpoint's settings ("today"),
   our defaults ("ours", PretrainConfig()), and ours with one lever changed at a time. A lever
-  is kept when ours measures faster than ours with it toggled. Each setting runs alone, one
-  after the other; a warm-up step (it allocates AdamW's moments, or compiles) is not timed.
+  is kept when ours measures faster than ours with it toggled. Every setting is built and
+  warmed up first (the warm-up step allocates AdamW's moments, or compiles: not timed), then
+  they take turns, a few steps each, round after round, and each one's median round counts
+  (bench/timing.py): on a VM whose speed swings, all of them see the same stretch of it.
 - race: nanoGPT's "baby GPT" CPU recipe (character level, 4 layers, 4 heads, 128 wide,
   block 64, batch 12, dropout 0, AdamW lr 1e-3), written here, against the pocket loop with its
   recipe for a short budget (SHORT_BUDGET) and with ours (the checkpoint's, built for half an
@@ -25,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench.timing import side_by_side
 from utils.data import corpus as pretrain_data
 from utils.evaluate.metrics import block_loss
-from utils.models.shapes import mfu, peak_gemm_flops, training_flops_per_token
+from utils.models.shapes import mfu, training_flops_per_token
 from utils.models.tokenizers import gpt2_tokenizer
 from utils.train.pretrain import (
     PretrainConfig,
@@ -40,7 +43,7 @@ from utils.train.pretrain import (
 # GPT2Config's dropout 0.1 (the attention's too), bf16 autocast, torch's default (for-loop) AdamW
 # on a CPU, the loss over all 50,257 rows of the output layer.
 TODAY = {"dropout": 0.1, "attn_dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False,
-         "compile": False, "batch_size": 8, "head": "full"}
+         "compile": False, "fused_gelu": False, "batch_size": 8, "head": "full"}
 # The same loop without bf16 autocast: where the checkpoint trained bf16 was native; this
 # machine emulates it, so "today" alone would flatter every other setting ~18x.
 TODAY_FP32 = {**TODAY, "bf16": False}
@@ -55,6 +58,8 @@ def lever_settings(ours: PretrainConfig) -> dict[str, tuple[dict, int | None]]:
         "today in fp32": (TODAY_FP32, ALL_THREADS),
         "ours": ({}, ALL_THREADS),
         "full head": ({"head": "full" if ours.head == "corpus" else "corpus"}, ALL_THREADS),
+        "chunked loss": ({"chunked_loss": not ours.chunked_loss}, ALL_THREADS),
+        "fused GELU": ({"fused_gelu": not ours.fused_gelu}, ALL_THREADS),
         "dropout": ({"dropout": 0.1 if ours.dropout == 0 else 0.0}, ALL_THREADS),
         "attention dropout": ({"attn_dropout": 0.1 if ours.attn_dropout == 0 else 0.0}, ALL_THREADS),
         "bf16 autocast": ({"bf16": not ours.bf16}, ALL_THREADS),
@@ -63,8 +68,6 @@ def lever_settings(ours: PretrainConfig) -> dict[str, tuple[dict, int | None]]:
         "AdamW fused": ({"adamw": "fused"}, ALL_THREADS),
         f"batch {half}": ({"batch_size": half}, ALL_THREADS),
         f"batch {double}": ({"batch_size": double}, ALL_THREADS),
-        # the chunked loss is a way to compute the full head's loss: measured against "full head"
-        "full head, chunked": ({"head": "full", "chunked_loss": not ours.chunked_loss}, ALL_THREADS),
         "torch.compile": ({"compile": not ours.compile}, ALL_THREADS),
         "1 thread": ({}, 1),
     }
@@ -78,9 +81,13 @@ LEVER_NOTES = {
     "attention dropout": "dropout on the attention probabilities keeps CPU SDPA off its fused kernel "
                          "(PyTorch's math path materialises and masks every head's scores), so it "
                          "costs most of what dropout costs; ours trains without it",
-    "full head, chunked": "computes the full head's gradient inside the forward, 256 positions at a "
-                          "time; it saves memory (412 MB of logits at batch 8), which a 7M model "
-                          "does not need; the corpus head's logits are 4x smaller anyway",
+    "chunked loss": "the loss and its gradients computed inside the forward, 256 positions at a time "
+                    "(utils/train/chunked_loss.py): the same values, but a chunk's logits (256 x "
+                    "12,940 x 4 bytes, 13 MB) stay in the CPU's cache, where a batch's (106 MB) "
+                    "go to memory and back a dozen times",
+    "fused GELU": "PyTorch's one-kernel tanh GELU for transformers' eight elementwise operations "
+                  "(utils/train/savers.py, stage 1 uses it too): the same function; the saved "
+                  "config still says gelu_new",
     "torch.compile": "compiling costs minutes on 2 cores at every start and every new shape; "
                      "it fuses the small elementwise kernels, not the matmuls, which are most of the step",
     "full head": "the loss over all 50,257 rows of the output layer: ~38,000 of them are tokens "
@@ -124,22 +131,34 @@ def _with_threads(threads: int | None, fn):
         torch.set_num_threads(before)
 
 
-def measure_loop(cfg: PretrainConfig, train_blocks: torch.Tensor, tokenizer, steps: int) -> dict:
-    """Tokens/s of `steps` optimizer steps of the pretraining loop after one untimed warm-up step."""
-    torch.manual_seed(cfg.seed)
-    model, optimizer, head = new_run(cfg, tokenizer, train_blocks)
-    model.train()
-    batches = [train_blocks[batch_rows(step, len(train_blocks), cfg)] for step in range(steps + 1)]
-    start = time.perf_counter()
-    train_step(model, optimizer, batches[0], cfg, head)  # AdamW's moments, compilation: not timed
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for batch in batches[1:]:
-        loss = train_step(model, optimizer, batch, cfg, head).item()  # .item() waits for the step
-    seconds = time.perf_counter() - start
-    tokens = steps * cfg.batch_size * cfg.block_size
-    return {"tokens_per_s": tokens / seconds, "step_s": seconds / steps, "warmup_s": warmup_s,
-            "loss": loss, **_scored(model, cfg, head)}
+class LeverLoop:
+    """One setting's pretraining loop, built and warmed up, then stepped a few batches at a time."""
+
+    def __init__(self, cfg: PretrainConfig, train_blocks: torch.Tensor, tokenizer, threads: int | None):
+        self.cfg, self.blocks, self.threads = cfg, train_blocks, threads
+        torch.manual_seed(cfg.seed)
+        self.model, self.optimizer, self.head = new_run(cfg, tokenizer, train_blocks)
+        self.model.train()
+        self.step, self.loss = 0, math.nan
+        start = time.perf_counter()
+        self.run(1)  # AdamW's moments, compilation: not timed
+        self.warmup_s = time.perf_counter() - start
+
+    def run(self, steps: int) -> None:
+        """`steps` optimizer steps on the next batches, with this setting's threads."""
+        def go():
+            for _ in range(steps):
+                batch = self.blocks[batch_rows(self.step, len(self.blocks), self.cfg)]
+                self.loss = train_step(self.model, self.optimizer, batch, self.cfg, self.head).item()  # waits
+                self.step += 1
+        _with_threads(self.threads, go)
+
+    def row(self, seconds: float, steps: int, peak: float) -> dict:
+        """Tokens/s and MFU from the median seconds of `steps` steps."""
+        tokens = steps * self.cfg.batch_size * self.cfg.block_size
+        row = {"tokens_per_s": tokens / seconds, "step_s": seconds / steps, "warmup_s": self.warmup_s,
+               "loss": self.loss, **_scored(self.model, self.cfg, self.head)}
+        return {**row, "mfu": mfu(row["flops_per_token"], row["tokens_per_s"], peak)}
 
 
 def _scored(model, cfg: PretrainConfig, head) -> dict:
@@ -148,20 +167,42 @@ def _scored(model, cfg: PretrainConfig, head) -> dict:
     return {"head_rows": rows, "flops_per_token": training_flops_per_token(model, cfg.block_size, rows)}
 
 
-def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int, peak: float,
-                only: tuple[str, ...] | None = None) -> dict:
-    """Each setting of lever_settings measured alone, one after the other; tokens/s and MFU."""
-    rows = {}
+GEMM_N, GEMMS_A_TURN = 2048, 4  # the peak's turn: four 2,048 x 2,048 fp32 matmuls, ~0.3 s
+
+
+def gemm_turn(n: int = GEMM_N, times: int = GEMMS_A_TURN):
+    """(turn, FLOPs of a turn): the machine's fp32 matmul peak as one more setting taking turns.
+
+    MFU divides a setting's FLOP/s by this; measured in the same rounds, both numbers see the
+    same stretch of a VM whose speed swings (a peak measured once at the start can be 30% off).
+    """
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: the first call picks kernels and allocates
+
+    def turn():
+        for _ in range(times):
+            a @ b
+    return turn, 2 * n ** 3 * times
+
+
+def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int,
+                only: tuple[str, ...] | None = None, rounds: int = 5) -> tuple[dict, float]:
+    """(rows, peak FLOP/s): each setting of lever_settings, `steps` steps a turn, and the matmul
+    peak (gemm_turn), taking turns for `rounds` rounds; tokens/s and MFU of each median turn."""
+    loops, changed = {}, {}
     for name, (changes, threads) in lever_settings(ours).items():
         if only is not None and name not in only:
             continue
         cfg = dataclasses.replace(ours, **changes)
         if name != "ours" and cfg == ours and threads is ALL_THREADS:
             continue  # the toggle is ours itself (e.g. "AdamW fused" when ours is fused)
-        row = _with_threads(threads, lambda cfg=cfg: measure_loop(cfg, train_blocks, tokenizer, steps))
-        row["mfu"] = mfu(row["flops_per_token"], row["tokens_per_s"], peak)
-        rows[name] = {"changes": changes, "threads": threads or torch.get_num_threads(), **row}
-    return rows
+        loops[name] = LeverLoop(cfg, train_blocks, tokenizer, threads)
+        changed[name] = {"changes": changes, "threads": threads or torch.get_num_threads()}
+    peak_turn, peak_flops = gemm_turn()
+    turns = {"peak": peak_turn, **{name: (lambda loop=loop: loop.run(steps)) for name, loop in loops.items()}}
+    seconds = side_by_side(turns, rounds)
+    peak = peak_flops / seconds["peak"]
+    return {name: {**changed[name], **loop.row(seconds[name], steps, peak)} for name, loop in loops.items()}, peak
 
 
 def _kept_anyway(name: str) -> str | None:
@@ -338,25 +379,28 @@ def tokens_per_char(tokenizer) -> float:
 # ---------------------------------------------------------------- the bench entry
 
 
-def pretrain_bench(seconds: float = 180.0, steps: int = 4, ours: PretrainConfig | None = None,
+def pretrain_bench(seconds: float = 180.0, steps: int = 2, ours: PretrainConfig | None = None,
                    recipe: CharRecipe | None = None, only: tuple[str, ...] | None = None,
-                   tokenizer=None, short_budget: dict | None = None) -> dict:
+                   tokenizer=None, short_budget: dict | None = None, rounds: int = 5) -> dict:
     """The `pretrain` section of `python -m bench`: levers, then the race at equal wall time.
 
-    `only` limits the levers to those names (None: all); seconds 0 skips the race, which
+    Each setting takes `rounds` turns of `steps` steps. `only` limits the levers to those names
+    (None: all); seconds 0 skips the race, which
     trains nanoGPT's recipe, ours changed by `short_budget` (None: SHORT_BUDGET), and ours.
     """
     ours = ours or PretrainConfig()
     tokenizer = tokenizer or gpt2_tokenizer()
     blocks = pretrain_data.pretraining_blocks(tokenizer, ours.block_size, seed=ours.seed)
-    peak = peak_gemm_flops()
-    rows = lever_table(ours, blocks["train"], tokenizer, steps, peak, only)
+    rows, peak = lever_table(ours, blocks["train"], tokenizer, steps, only, rounds)
     out = {"workload": {"n_layer": ours.n_layer, "n_embd": ours.n_embd, "block_size": ours.block_size,
-                        "timed_steps": steps, "threads": torch.get_num_threads(),
-                        "one_setting_at_a_time": True,
+                        "steps_a_turn": steps, "rounds": rounds, "threads": torch.get_num_threads(),
+                        "settings_take_turns": True,  # the median turn of each counts
                         # other processes' load: on a shared machine every number here is lower
                         "load_average_1min_at_start": os.getloadavg()[0]},
-           "peak_gemm_gflops": peak / 1e9, "levers": rows, "verdicts": lever_verdicts(rows)}
+           # MFU's denominator: the matmul peak's median turn among the settings' (gemm_turn)
+           "peak_gemm_gflops": peak / 1e9, "peak_gemm": f"{GEMMS_A_TURN} fp32 matmuls of {GEMM_N} x "
+                                                        f"{GEMM_N} a turn, taking turns with the settings",
+           "levers": rows, "verdicts": lever_verdicts(rows)}
     if "today" in rows:
         out.update(today_tokens_per_s=rows["today"]["tokens_per_s"], today_mfu=rows["today"]["mfu"],
                    ours_tokens_per_s=rows["ours"]["tokens_per_s"], ours_mfu=rows["ours"]["mfu"],

@@ -39,6 +39,23 @@ def test_linear_cross_entropy_matches_plain_value_and_gradients():
     assert hidden.grad[0, :5].abs().max() == 0  # ignored positions get no gradient
 
 
+
+def test_the_tail_offset_is_added_to_the_last_rows_logits():
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(19, 8, generator=g, requires_grad=True)
+    weight = torch.randn(30, 8, generator=g, requires_grad=True)
+    labels = torch.randint(0, 30, (19,), generator=g)
+    h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    ours = linear_cross_entropy(hidden, weight, labels, chunk=4, tail=(6, 1.5))
+    logits = h2 @ w2.T
+    plain = torch.nn.functional.cross_entropy(torch.cat([logits[:, :24], logits[:, 24:] + 1.5], 1),
+                                              labels, reduction="sum")
+    ours.backward()
+    plain.backward()
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad, w2.grad, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ours, linear_cross_entropy(hidden, weight, labels, chunk=4))  # it moved the loss
+
 def tiny_lora(gpt2_tok):
     profile = get_profile("tiny")
     torch.manual_seed(0)

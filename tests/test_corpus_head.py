@@ -64,3 +64,19 @@ def test_flops_count_the_rows_the_loss_scores(gpt2_tok):
     full = training_flops_per_token(model, 32)
     assert full - training_flops_per_token(model, 32, head_rows=1000) == 6 * (len(gpt2_tok) - 1000) * 32
     assert math.isclose(training_flops_per_token(model, 32, head_rows=len(gpt2_tok)), full)
+
+
+def test_the_chunked_loss_gives_the_same_value_and_gradients(gpt2_tok):
+    model, batch = _model_and_batch(gpt2_tok)
+    head = CorpusHead.from_blocks(batch, len(gpt2_tok), samples=64)
+    grads = []
+    for chunked in (False, True):
+        model.zero_grad()
+        torch.manual_seed(3)  # the same draw of unused rows
+        loss = corpus_head_loss(model, batch, head, chunked=chunked)
+        loss.backward()
+        grads.append((loss.detach(), model.transformer.wte.weight.grad.clone(),
+                      model.transformer.h[0].attn.c_attn.weight.grad.clone()))
+    for plain, chunked in zip(*grads):
+        torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert grads[0][1].abs().sum() > 0  # a gradient to compare

@@ -27,12 +27,32 @@ def test_each_lever_changes_one_thing_from_ours():
             assert changes == {**pb.TODAY, "bf16": False}
         elif name == "1 thread":
             assert (changes, threads) == ({}, 1)
-        elif name == "full head, chunked":  # the chunked loss only computes the full head
-            assert changes == {"head": "full", "chunked_loss": True}
         elif name != "ours":
             assert len(changes) == 1 and threads is pb.ALL_THREADS, name
     assert {"dropout", "attention dropout", "bf16 autocast", "AdamW foreach", "full head", "torch.compile",
-            "batch 4", "batch 16"} <= set(pb.lever_settings(ours))
+            "chunked loss", "fused GELU", "batch 4", "batch 16"} <= set(pb.lever_settings(ours))
+    assert PretrainConfig(**pb.TODAY).chunked_loss is False and PretrainConfig(**pb.TODAY).fused_gelu is False
+
+
+def test_the_settings_take_turns_and_the_median_turn_counts(monkeypatch):
+    turns = []
+
+    class Loop:  # a stand-in loop: records its turns, takes no time
+        def __init__(self, cfg, blocks, tokenizer, threads):
+            self.cfg = cfg
+
+        def run(self, steps):
+            turns.append((self.cfg.batch_size, steps))
+
+        def row(self, seconds, steps, peak):
+            return {"tokens_per_s": steps / seconds}
+
+    monkeypatch.setattr(pb, "LeverLoop", Loop)
+    monkeypatch.setattr(pb, "gemm_turn", lambda: (lambda: turns.append("peak"), 8.0))
+    rows, peak = pb.lever_table(SMALL, None, None, steps=3, only=("ours", "batch 2", "batch 8"), rounds=2)
+    assert turns == ["peak", (4, 3), (2, 3), (8, 3)] * 2  # the peak and one turn each, then again
+    assert peak > 0 and rows["ours"]["tokens_per_s"] > 0
+    assert set(rows) == {"ours", "batch 2", "batch 8"} and rows["batch 2"]["changes"] == {"batch_size": 2}
 
 
 def test_verdicts_compare_ours_with_each_toggle():
@@ -74,7 +94,7 @@ def test_both_recipes_see_the_same_held_out_characters(gpt2_tok):
 
 def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):
     short = {"n_layer": 2, "weight_decay": 0.0}
-    out = pb.pretrain_bench(seconds=1, steps=1, ours=SMALL, recipe=SMALL_CHARS,
+    out = pb.pretrain_bench(seconds=1, steps=1, ours=SMALL, recipe=SMALL_CHARS, rounds=2,
                             only=("today", "today in fp32", "ours"), tokenizer=gpt2_tok, short_budget=short)
     assert set(out["levers"]) == {"today", "today in fp32", "ours"} and out["verdicts"] == {}
     assert out["speedup_vs_today_fp32"] == pytest.approx(
@@ -107,7 +127,7 @@ def test_the_cli_entry_passes_its_options(monkeypatch):
     monkeypatch.setattr(pb, "pretrain_bench", lambda **kw: seen.update(kw) or {"ok": 1})
     assert bench.main(["--only", "pretrain", "--seconds", "7", "--pretrain-steps", "2"]) == {
         "pretrain": {"ok": 1}}
-    assert seen == {"seconds": 7.0, "steps": 2}
+    assert seen == {"seconds": 7.0, "steps": 2, "rounds": 5}
     with pytest.raises(SystemExit):
         bench.parse_args(["--only", "pretrain", "--seconds", "-1"])
 

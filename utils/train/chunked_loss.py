@@ -26,27 +26,41 @@ class LinearCrossEntropy(torch.autograd.Function):
     The loss is a sum, so its gradient is the per-chunk (softmax - one_hot) terms times the
     incoming scalar: they are computed in the forward, chunk by chunk, and only the gradients
     for hidden (and weight, if it trains) are kept; the backward scales them. Logits are fp32.
+    tail: (n, value) adds value to the logits of weight's last n rows, or None: pretraining's
+    corpus head puts its sampled rows last, each standing for many (utils/train/corpus_head.py).
+    A slice of the logits, not a bias over all of them: a bias in the matmul copies every logit.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk):
+    def forward(ctx, hidden, weight, labels, chunk, tail=None):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_h = hidden.new_empty(hidden.shape) if need_h else None  # contiguous; every row is written below
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h, y = hidden[start:start + chunk], labels[start:start + chunk]
             logits = (h @ weight.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, y[:, None])[:, 0]).sum()
+            if tail:
+                logits[:, -tail[0]:] += tail[1]
+            # log-sum-exp by hand, in place: the exponentials become the softmax below, so a
+            # chunk's logits are read and written a few times and never copied
+            picked = logits.gather(1, y[:, None])[:, 0]
+            top = logits.amax(dim=-1, keepdim=True)
+            probs = logits.sub_(top).exp_()
+            sums = probs.sum(dim=-1, keepdim=True)
+            total += (top[:, 0] + sums[:, 0].log() - picked).sum()
             if need_h or need_w:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                probs[torch.arange(len(y), device=y.device), y] -= 1.0
+                probs.div_(sums)[torch.arange(len(y), device=y.device), y] -= 1.0  # softmax - one_hot
                 g = probs.to(hidden.dtype)
-                if need_h:
+                if need_h and g.dtype == weight.dtype:
+                    torch.mm(g, weight, out=grad_h[start:start + chunk])
+                elif need_h:
                     grad_h[start:start + chunk] = g @ weight
                 if need_w:
-                    grad_w += (g.T @ h).float()
+                    if grad_w.dtype == g.dtype:  # fp32: accumulate in place, no product to copy
+                        grad_w.addmm_(g.T, h)
+                    else:
+                        grad_w += (g.T @ h).float()
             del logits
         ctx.save_for_backward(*(t for t in (grad_h, grad_w) if t is not None))
         ctx.has, ctx.weight_dtype = (need_h, need_w), weight.dtype
@@ -57,16 +71,22 @@ class LinearCrossEntropy(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         grad_h = next(saved) * grad_out.to(ctx.saved_tensors[0].dtype) if ctx.has[0] else None
         grad_w = (next(saved) * grad_out).to(ctx.weight_dtype) if ctx.has[1] else None
-        return grad_h, grad_w, None, None
+        return grad_h, grad_w, None, None, None
 
 
-def linear_cross_entropy(hidden, weight, labels, chunk: int = CHUNK) -> torch.Tensor:
-    """Summed next-token loss of hidden states (..., d) against labels (...), IGNORE_INDEX skipped."""
+def linear_cross_entropy(hidden, weight, labels, chunk: int = CHUNK,
+                         tail: tuple[int, float] | None = None) -> torch.Tensor:
+    """Summed next-token loss of hidden states (..., d) against labels (...), IGNORE_INDEX skipped.
+
+    tail: (n, value) added to the logits of weight's last n rows (LinearCrossEntropy), or None.
+    """
     hidden, labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
     keep = labels != IGNORE_INDEX  # only positions with a label cost a row of logits
+    if bool(keep.all()):  # packed pretraining blocks: every position has one, nothing to copy
+        keep = slice(None)
     if not torch.is_grad_enabled():  # validation: detached inputs, so the forward builds no gradients
         hidden, weight = hidden.detach(), weight.detach()
-    return LinearCrossEntropy.apply(hidden[keep], weight, labels[keep], chunk)
+    return LinearCrossEntropy.apply(hidden[keep], weight, labels[keep], chunk, tail)
 
 
 def causal_lm(model):

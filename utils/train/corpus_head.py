@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from utils.train.chunked_loss import linear_cross_entropy
+
 SAMPLES = 1024  # unused rows scored a step: ~9% more head FLOPs than the used rows alone
 
 
@@ -48,18 +50,26 @@ class CorpusHead:
         return len(self.ids) + self.samples
 
 
-def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead) -> torch.Tensor:
+def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead, chunked: bool = False) -> torch.Tensor:
     """Next-token loss of packed blocks, a sampled estimate of the full softmax's.
 
-    The draw uses torch's global generator, so a resumed run (which restores it) draws the same rows.
+    The scored rows are gathered first (used, then drawn) and the drawn ones' weight is added to
+    their slice of the logits: one matmul, no copy of the logits. chunked: the loss and its
+    gradients computed 256 positions at a time in the forward (utils/train/chunked_loss.py): the
+    same values, and a chunk's logits stay in the CPU's cache (`bench --only pretrain`: "chunked
+    loss"). The draw uses torch's global generator, so a resumed run (which restores it) draws
+    the same rows.
     """
     hidden = model.transformer(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
     hidden = hidden[:, :-1].reshape(-1, hidden.size(-1))  # position t predicts token t + 1
-    weight = model.get_output_embeddings().weight
-    logits = [hidden @ weight[head.ids].T]
-    if head.samples:
-        drawn = head.unused[torch.randperm(len(head.unused))[:head.samples]]
-        weight_of_each = math.log(len(head.unused) / head.samples)  # log of how many rows each drawn one stands for
-        logits.append(hidden @ weight[drawn].T + weight_of_each)
+    drawn = head.unused[torch.randperm(len(head.unused))[:head.samples]] if head.samples else head.unused[:0]
+    weight = model.get_output_embeddings().weight[torch.cat([head.ids, drawn])]
+    # the log of how many unused rows each drawn one stands for
+    tail = (head.samples, math.log(len(head.unused) / head.samples)) if head.samples else None
     targets = head.index[batch[:, 1:]].reshape(-1)  # used rows come first, so ids index them
-    return F.cross_entropy(torch.cat(logits, dim=1).float(), targets)
+    if chunked:
+        return linear_cross_entropy(hidden, weight, targets, tail=tail) / targets.numel()
+    logits = (hidden @ weight.T).float()
+    if tail:
+        logits[:, -tail[0]:] += tail[1]
+    return F.cross_entropy(logits, targets)

@@ -38,6 +38,7 @@ from utils.train import pretrain_guard
 from utils.train.chunked_loss import lm_loss
 from utils.train.corpus_head import CorpusHead, corpus_head_loss
 from utils.train.pocket_card import model_card
+from utils.train.savers import fuse_gelu
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
 
@@ -47,7 +48,10 @@ class PretrainConfig:
     """Architecture, schedule and loop settings of the pocket model.
 
     The defaults are the committed checkpoint's run (models/pocket-gpt2, 2026-12-06: held-out
-    4.251 nats/token in 28 minutes on 2 cores). Each speed setting is measured side by side by
+    4.251 nats/token in 28 minutes on 2 cores), with two speed settings it trained without:
+    the chunked loss and the fused GELU compute the same loss and gradients up to float
+    rounding (tests/test_corpus_head.py, test_chunked_loss.py), in fewer passes over memory.
+    Each speed setting is measured side by side by
     `python -m bench --only pretrain`, the shape by `pretrain-shapes` and dropout by
     `pretrain-dropout` (bench/pretrain.py, bench/pretrain_sweeps.py). Weight decay 1.0 is what
     moved the held-out loss: at 0.1 every shape tried over-fitted after about a dozen passes and
@@ -73,8 +77,9 @@ class PretrainConfig:
     attn_dropout: float = 0.0
     bf16: bool = False  # bf16 autocast: without native bf16 (AVX2) a CPU converts, ~5x slower
     adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
-    chunked_loss: bool = False  # utils.train.chunked_loss over the 50,257-way head
+    chunked_loss: bool = True  # the loss and its gradients 256 positions at a time (utils.train.chunked_loss), either head
     compile: bool = False  # torch.compile the model (its body alone with the corpus head)
+    fused_gelu: bool = True  # PyTorch's one-kernel tanh GELU for transformers' eight ops (savers.fuse_gelu)
     head: str = "corpus"  # the training split's tokens + a sample of the rest ("corpus", corpus_head.py) or all 50,257 ("full")
     seed: int = 0
 
@@ -132,11 +137,12 @@ def _lm_loss(model, batch: torch.Tensor, chunked: bool = False,
     """Next-token loss of packed blocks; the all-ones mask says: no padding here (EOS is text).
 
     head: the corpus head's sampled softmax (corpus_head.py) instead of all 50,257 rows.
-    chunked: the loss through the tied output layer 256 positions at a time (the 50,257-way
-    logits of a whole batch, 8 x 256 x 50,257 x 4 bytes = 412 MB, never exist at once).
+    chunked: the loss through the tied output layer 256 positions at a time, its gradients
+    computed in the forward (chunked_loss.py): a batch's logits never exist at once (the full
+    head's: 8 x 256 x 50,257 x 4 bytes = 412 MB), and each chunk's stay in the CPU's cache.
     """
     if head is not None:
-        return corpus_head_loss(model, batch, head)
+        return corpus_head_loss(model, batch, head, chunked)
     if chunked:
         return lm_loss(model, {"input_ids": batch, "attention_mask": torch.ones_like(batch), "labels": batch})
     return model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
@@ -163,6 +169,8 @@ def new_run(cfg: PretrainConfig, tokenizer, train: torch.Tensor):
     their names and the saved files stay the model's own), AdamW, and the corpus head of the
     training blocks (None with cfg.head "full")."""
     model = new_pocket_model(cfg, tokenizer)
+    if cfg.fused_gelu:  # the same function; the saved config still says gelu_new
+        fuse_gelu(model)
     if cfg.compile:
         (model.transformer if cfg.head == "corpus" else model).compile()
     head = CorpusHead.from_blocks(train, len(tokenizer)) if cfg.head == "corpus" else None

@@ -1,0 +1,29 @@
+"""Timing helpers every benchmark shares: one call timed, and functions timed side by side.
+
+A 2-core VM's speed swings by the minute (other tenants, clock changes), so a setting timed
+alone and another timed a minute later can differ by 30% for nothing they do. side_by_side
+alternates the functions, round after round, and keeps each one's median: every setting sees
+the same stretch of the machine's day.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def timed(fn) -> tuple[float, object]:
+    """(seconds, result) of one call."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def side_by_side(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, alternating them so all see the same machine load."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn)[0])
+    return {name: statistics.median(t) for name, t in times.items()}
