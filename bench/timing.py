@@ -20,10 +20,15 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def side_by_side(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, alternating them so all see the same machine load."""
+def turn_times(fns: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function's turns, alternating them round after round (round r: index r)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(timed(fn)[0])
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def side_by_side(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, alternating them so all see the same machine load."""
+    return {name: statistics.median(t) for name, t in turn_times(fns, repeats).items()}

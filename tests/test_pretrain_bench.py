@@ -44,14 +44,14 @@ def test_the_settings_take_turns_and_the_median_turn_counts(monkeypatch):
         def run(self, steps):
             turns.append((self.cfg.batch_size, steps))
 
-        def row(self, seconds, steps, peak):
-            return {"tokens_per_s": steps / seconds}
+        def row(self, turns, steps, peak):
+            return {"turns": len(turns)}
 
     monkeypatch.setattr(pb, "LeverLoop", Loop)
     monkeypatch.setattr(pb, "gemm_turn", lambda: (lambda: turns.append("peak"), 8.0))
     rows, peak = pb.lever_table(SMALL, None, None, steps=3, only=("ours", "batch 2", "batch 8"), rounds=2)
     assert turns == ["peak", (4, 3), (2, 3), (8, 3)] * 2  # the peak and one turn each, then again
-    assert peak > 0 and rows["ours"]["tokens_per_s"] > 0
+    assert peak > 0 and rows["ours"]["turns"] == 2  # each row gets its own turns' times
     assert set(rows) == {"ours", "batch 2", "batch 8"} and rows["batch 2"]["changes"] == {"batch_size": 2}
 
 
@@ -72,6 +72,17 @@ def test_verdicts_compare_ours_with_each_toggle():
     # bf16 is fast only on a CPU that has it natively: faster here does not change the default
     bf16 = pb.lever_verdicts({**rows, "bf16 autocast": {"tokens_per_s": 450.0}})["bf16 autocast"]
     assert bf16.startswith("faster on this CPU, kept fp32") and "(0.67x)" in bf16
+
+
+def test_a_toggle_faster_by_the_median_alone_changes_nothing():
+    ours = {"tokens_per_s": 300.0, "turn_tokens_per_s": [300.0, 290.0, 310.0, 300.0, 280.0]}
+    lucky = {"tokens_per_s": 340.0, "turn_tokens_per_s": [340.0, 280.0, 350.0, 290.0, 270.0]}  # 2 of 5
+    steady = {"tokens_per_s": 340.0, "turn_tokens_per_s": [340.0, 330.0, 350.0, 320.0, 330.0]}  # 5 of 5
+    assert pb.rounds_faster(lucky, ours) == (2, 5) and pb.rounds_faster(steady, ours) == (5, 5)
+    verdicts = pb.lever_verdicts({"ours": ours, "AdamW foreach": lucky, "torch.compile": steady})
+    assert verdicts["AdamW foreach"].startswith("faster by the median but not in most rounds")
+    assert "faster in 2 of 5 rounds" in verdicts["AdamW foreach"]
+    assert verdicts["torch.compile"].startswith("FASTER than ours") and "5 of 5 rounds" in verdicts["torch.compile"]
 
 
 def test_time_schedule_warms_up_then_decays_to_the_floor():
