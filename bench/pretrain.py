@@ -5,8 +5,11 @@
   our defaults ("ours", PretrainConfig()), and ours with one lever changed at a time. A lever
   is kept when ours measures faster than ours with it toggled. Every setting is built and
   warmed up first (the warm-up step allocates AdamW's moments, or compiles: not timed), then
-  they take turns, a few steps each, round after round, and each one's median round counts
-  (bench/timing.py): on a VM whose speed swings, all of them see the same stretch of it.
+  they take turns, a few steps each (after one untimed step), round after round in a new order
+  each round, and each one's median turn counts (bench/timing.py): on a VM whose speed swings,
+  all of them see the same stretch of it. The fp32 matmul peak, MFU's denominator, takes turns
+  with them. A toggle that measures faster changes a default only if it was faster in 80% of
+  the rounds too.
 - race: nanoGPT's "baby GPT" CPU recipe (character level, 4 layers, 4 heads, 128 wide,
   block 64, batch 12, dropout 0, AdamW lr 1e-3), written here, against the pocket loop with its
   recipe for a short budget (SHORT_BUDGET) and with ours (the checkpoint's, built for half an
@@ -146,6 +149,14 @@ class LeverLoop:
         self.run(1)  # AdamW's moments, compilation: not timed
         self.warmup_s = time.perf_counter() - start
 
+    def turn(self, steps: int) -> float:
+        """Seconds of `steps` steps, after one untimed step, so that a turn does not time the
+        switch from the setting before it (its memory, its caches)."""
+        self.run(1)
+        start = time.perf_counter()
+        self.run(steps)
+        return time.perf_counter() - start
+
     def run(self, steps: int) -> None:
         """`steps` optimizer steps on the next batches, with this setting's threads."""
         def go():
@@ -180,11 +191,13 @@ def gemm_turn(n: int = GEMM_N, times: int = GEMMS_A_TURN):
     same stretch of a VM whose speed swings (a peak measured once at the start can be 30% off).
     """
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: the first call picks kernels and allocates
 
     def turn():
+        a @ b  # untimed, as the settings' first step
+        start = time.perf_counter()
         for _ in range(times):
             a @ b
+        return time.perf_counter() - start
     return turn, 2 * n ** 3 * times
 
 
@@ -202,8 +215,8 @@ def lever_table(ours: PretrainConfig, train_blocks, tokenizer, steps: int,
         loops[name] = LeverLoop(cfg, train_blocks, tokenizer, threads)
         changed[name] = {"changes": changes, "threads": threads or torch.get_num_threads()}
     peak_turn, peak_flops = gemm_turn()
-    turns = {"peak": peak_turn, **{name: (lambda loop=loop: loop.run(steps)) for name, loop in loops.items()}}
-    times = turn_times(turns, rounds)
+    turns = {"peak": peak_turn, **{name: (lambda loop=loop: loop.turn(steps)) for name, loop in loops.items()}}
+    times = turn_times(turns, rounds, self_timed=True, shuffle_seed=0)  # a new order each round
     peak = peak_flops / statistics.median(times["peak"])
     return {name: {**changed[name], **loop.row(times[name], steps, peak)} for name, loop in loops.items()}, peak
 

@@ -8,6 +8,7 @@ the same stretch of the machine's day.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from typing import Callable
@@ -20,12 +21,21 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def turn_times(fns: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each function's turns, alternating them round after round (round r: index r)."""
+def turn_times(fns: dict[str, Callable], repeats: int, self_timed: bool = False,
+               shuffle_seed: int | None = None) -> dict[str, list[float]]:
+    """Seconds of each function's turns, alternating them round after round (round r: index r).
+
+    self_timed: each function returns the seconds of its turn itself (it may first do work that
+    is not timed). shuffle_seed: each round takes the functions in a new order drawn with this
+    seed, so that none always follows the same one or always runs late in a round.
+    """
     times: dict[str, list[float]] = {name: [] for name in fns}
+    order, draw = list(fns), random.Random(shuffle_seed)
     for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(timed(fn)[0])
+        if shuffle_seed is not None:
+            draw.shuffle(order)
+        for name in order:
+            times[name].append(fns[name]() if self_timed else timed(fns[name])[0])
     return times
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench import cli as bench
+from bench import timing
 
 
 def test_sampling_report_compares_the_same_texts(capsys):
@@ -42,6 +43,16 @@ def test_side_by_side_takes_the_median():
     calls = []
     seconds = bench.side_by_side({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
     assert calls == ["a", "b"] * 3 and set(seconds) == {"a", "b"}
+
+
+
+def test_turns_can_come_in_a_new_order_each_round():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name) or 1.0) for name in "abcdef"}
+    times = timing.turn_times(fns, 4, self_timed=True, shuffle_seed=0)
+    rounds = [calls[i:i + 6] for i in range(0, 24, 6)]
+    assert all(sorted(r) == list("abcdef") for r in rounds) and len({tuple(r) for r in rounds}) > 1
+    assert times == {name: [1.0] * 4 for name in "abcdef"}  # each function's own seconds
 
 
 def test_efficiency_sections_are_registered(capsys):
