@@ -296,11 +296,11 @@ class CharRecipe:
 
 # The pocket recipe for a budget of minutes, as nanoGPT's CPU recipe is its recipe for 3 minutes
 # (its GPU recipe for Shakespeare is 6 x 384 at dropout 0.2). Three minutes show the model the
-# corpus about twice, so dropout and a heavy weight decay only slow the start (they pay off
-# when the data repeats ~14 times); the shallow shape learns fastest (the 150-s shape sweep
+# corpus two to four times (the loop's speed decides), so dropout and a heavy weight decay only
+# slow the start (they pay off when the data repeats ~14 times); the shallow shape learns fastest (the 150-s shape sweep
 # ranks 4 x 128 first); and updates, not tokens, are what is short, so the batch is halved.
 # Three 180-s trials on 2026-12-06 (Xeon, README): batch 8 2.18 bits/char, batch 4 2.12,
-# batch 8 at lr 4e-3 2.33. Ours races beside it, so both are on the record.
+# batch 8 at lr 4e-3 2.33 (before the chunked loss). Ours races beside it, so both are on the record.
 SHORT_BUDGET = {"n_layer": 4, "dropout": 0.0, "attn_dropout": 0.0, "weight_decay": 0.1, "batch_size": 4}
 
 WARMUP_FRACTION = 0.05  # nanoGPT: 100 warm-up iterations of 2,000; here 5% of the wall time

@@ -1,4 +1,4 @@
-"""Chunked cross-entropy for both fine-tuning stages: the loss over the vocabulary a slice at a time.
+"""Chunked cross-entropy for both fine-tuning stages and pretraining: the loss, a slice at a time.
 
 At the seed's workload (batch 2 x 512, GPT-2 shape) a LoRA step is dominated by activations
 and the fp32 logits (2 x 512 x 50,257 x 4 bytes = 206 MB, several copies in the backward),
@@ -9,6 +9,8 @@ label: in stage 2 a prompt or padding position would otherwise cost a row of 50,
 forward and back, which is most of a small model's step and of its validation. The other
 savers (checkpointing, the fused GELU) are stage 1's, in utils/train/savers.py;
 utils/train/trainer.py hooks them into the pipeline; notebook 11 measures what each buys.
+Pretraining's corpus head (utils/train/corpus_head.py) uses `linear_cross_entropy` for speed
+rather than memory: a chunk's logits stay in the CPU's cache (`bench --only pretrain`).
 """
 
 from __future__ import annotations
