@@ -4,8 +4,8 @@
   for the same wall time, its held-out loss and speed (`python -m bench --only pretrain-shapes`).
 - dropout: ours with and without dropout on a slice of the split, as many passes as a full run
   (`--only pretrain-dropout`).
-The pretraining card (utils/train/pocket_card.py) lists both; bench/pretrain.py holds the
-loop's levers and the race against nanoGPT's recipe that these reuse.
+The pretraining card (utils/train/pocket_card.py) lists both; bench/pretrain_race.py holds the
+pocket loop for a budget of seconds that these reuse (the race against nanoGPT's recipe).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from bench.pretrain import train_pocket
+from bench.pretrain_race import train_pocket
 from utils.data import corpus as pretrain_data
 from utils.models.shapes import mfu, peak_gemm_flops
 from utils.models.tokenizers import gpt2_tokenizer

@@ -1,5 +1,6 @@
-"""bench/pretrain.py: the levers' wiring, the verdicts' and bits-per-character arithmetic, and
-the race on tiny budgets (timings are never asserted: they depend on the machine's load)."""
+"""bench/pretrain.py and pretrain_race.py: the levers' wiring, the verdicts' and
+bits-per-character arithmetic, and the race on tiny budgets (timings are never asserted:
+they depend on the machine's load)."""
 
 import dataclasses
 import math
@@ -8,13 +9,14 @@ import pytest
 
 from bench import cli as bench
 from bench import pretrain as pb
+from bench import pretrain_race as race
 from bench import pretrain_sweeps as sweeps
 from utils.data import corpus as pretrain_data
 from utils.train.pretrain import PretrainConfig
 from utils.train.pretrain_guard import check_config
 
 SMALL = PretrainConfig(n_layer=1, n_embd=32, n_head=2, block_size=32, batch_size=4, warmup_steps=2)
-SMALL_CHARS = pb.CharRecipe(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4)
+SMALL_CHARS = race.CharRecipe(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4)
 
 
 def test_each_lever_changes_one_thing_from_ours():
@@ -89,20 +91,20 @@ def test_a_toggle_faster_by_the_median_alone_changes_nothing():
 
 def test_time_schedule_warms_up_then_decays_to_the_floor():
     peak, floor = 1e-3, 1e-4
-    assert pb.time_schedule(pb.WARMUP_FRACTION / 2, peak, floor) == pytest.approx(peak / 2)
-    assert pb.time_schedule(pb.WARMUP_FRACTION, peak, floor) == pytest.approx(peak)
-    assert pb.time_schedule(1.0, peak, floor) == pytest.approx(floor)
-    later = [pb.time_schedule(f / 10, peak, floor) for f in range(1, 11)]
+    assert race.time_schedule(race.WARMUP_FRACTION / 2, peak, floor) == pytest.approx(peak / 2)
+    assert race.time_schedule(race.WARMUP_FRACTION, peak, floor) == pytest.approx(peak)
+    assert race.time_schedule(1.0, peak, floor) == pytest.approx(floor)
+    later = [race.time_schedule(f / 10, peak, floor) for f in range(1, 11)]
     assert all(a >= b for a, b in zip(later, later[1:]))
 
 
 def test_both_recipes_see_the_same_held_out_characters(gpt2_tok):
-    train, val = pb.char_texts()
+    train, val = race.char_texts()
     docs = pretrain_data.split_documents(pretrain_data.corpus_documents())[1]
     assert val == "".join(d.text + "\n\n" for d in docs) and not set(val) - set(train + val)
     tokens = len(pretrain_data.token_stream(docs, gpt2_tok))  # one EOS per piece
-    assert pb.tokens_per_char(gpt2_tok) == pytest.approx(tokens / len(val))
-    assert 0.2 < pb.tokens_per_char(gpt2_tok) < 0.4  # GPT-2 BPE: ~3 characters per token of English
+    assert race.tokens_per_char(gpt2_tok) == pytest.approx(tokens / len(val))
+    assert 0.2 < race.tokens_per_char(gpt2_tok) < 0.4  # GPT-2 BPE: ~3 characters per token of English
 
 
 def test_a_tiny_bench_reports_mfu_and_bits_per_character(gpt2_tok):

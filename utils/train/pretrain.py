@@ -77,7 +77,7 @@ class PretrainConfig:
     attn_dropout: float = 0.0
     bf16: bool = False  # bf16 autocast: without native bf16 (AVX2) a CPU converts, ~5x slower
     adamw: str = "fused"  # AdamW's update: "fused" (one kernel), "foreach" or "for-loop" (a CPU's default)
-    chunked_loss: bool = True  # the loss and its gradients 256 positions at a time (utils.train.chunked_loss), either head
+    chunked_loss: bool = True  # loss and gradients 256 positions at a time (chunked_loss.py), either head
     compile: bool = False  # torch.compile the model (its body alone with the corpus head)
     fused_gelu: bool = True  # PyTorch's one-kernel tanh GELU for transformers' eight ops (savers.fuse_gelu)
     head: str = "corpus"  # the training split's tokens + a sample of the rest ("corpus", corpus_head.py) or all 50,257 ("full")
