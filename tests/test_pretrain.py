@@ -1,5 +1,6 @@
 """The pocket model: its corpus and split, the hand-written loop, checkpoints and resume."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -73,6 +74,16 @@ def test_each_epoch_visits_every_row_once():
     assert sorted(seen[:10].tolist()) == list(range(10)) == sorted(seen[10:].tolist())
     assert torch.equal(pretrain.batch_rows(2, 10, cfg), pretrain.batch_rows(2, 10, cfg))
 
+
+
+def test_the_fused_gelu_swaps_the_modules_and_keeps_the_saved_config(gpt2_tok):
+    from transformers.activations import NewGELUActivation
+    train = torch.randint(0, 300, (8, SMALL.block_size))
+    for fused in (True, False):
+        model, _, _ = pretrain.new_run(dataclasses.replace(SMALL, fused_gelu=fused), gpt2_tok, train)
+        kinds = {type(m) for m in model.modules()}
+        assert (torch.nn.GELU in kinds) is fused and (NewGELUActivation in kinds) is not fused
+        assert model.config.activation_function == "gelu_new"  # what the saved model loads with
 
 def test_a_short_run_learns_and_writes_a_loadable_fp16_model_with_a_card(tmp_path):
     state = pretrain.pretrain(SMALL, tmp_path, progress=False)

@@ -237,7 +237,8 @@ def token_advantages(batch: dict, tokenizer, config: RewardConfig) -> torch.Tens
     # more; at 0.5 or 0.25, 5 of 8 did. On the 8 x 128 base without attention dropout
     # (2026-12-06, weight 0.25, one stage-2 model of notebook 07): seeds 1-4 moved it by +0.020,
     # -0.003, +0.580 and +0.001, so 1 of 4; seed 42, the notebook's, rose in all 3 of its runs
-    # that day (+0.12 to +0.16).
+    # that day (+0.12 to +0.16), and by +0.005 in the next suite, whose stage 2 trained through
+    # the reworked chunked loss (the same loss, other rounding): another draw.
     advantages = config.form_weight * advantages
     rhyme = end_word_advantages([[s for *_, s in row] for row in scored], group, config.scale_rewards)
     for i, (spans, adv) in enumerate(zip(scored, rhyme)):
