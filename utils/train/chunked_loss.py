@@ -36,7 +36,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, chunk, tail=None):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = hidden.new_empty(hidden.shape) if need_h else None  # contiguous; every row is written below
+        grad_h = hidden.new_empty(hidden.shape) if need_h else None  # every row is written below
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):

@@ -50,7 +50,8 @@ class CorpusHead:
         return len(self.ids) + self.samples
 
 
-def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead, chunked: bool = False) -> torch.Tensor:
+def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead,
+                     chunked: bool = False) -> torch.Tensor:
     """Next-token loss of packed blocks, a sampled estimate of the full softmax's.
 
     The scored rows are gathered first (used, then drawn) and the drawn ones' weight is added to
@@ -62,7 +63,9 @@ def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead, chunked: bool
     """
     hidden = model.transformer(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
     hidden = hidden[:, :-1].reshape(-1, hidden.size(-1))  # position t predicts token t + 1
-    drawn = head.unused[torch.randperm(len(head.unused))[:head.samples]] if head.samples else head.unused[:0]
+    drawn = head.unused[:0]
+    if head.samples:
+        drawn = head.unused[torch.randperm(len(head.unused))[:head.samples]]
     weight = model.get_output_embeddings().weight[torch.cat([head.ids, drawn])]
     # the log of how many unused rows each drawn one stands for
     tail = (head.samples, math.log(len(head.unused) / head.samples)) if head.samples else None
