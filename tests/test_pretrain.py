@@ -75,7 +75,6 @@ def test_each_epoch_visits_every_row_once():
     assert torch.equal(pretrain.batch_rows(2, 10, cfg), pretrain.batch_rows(2, 10, cfg))
 
 
-
 def test_the_fused_gelu_swaps_the_modules_and_keeps_the_saved_config(gpt2_tok):
     from transformers.activations import NewGELUActivation
     train = torch.randint(0, 300, (8, SMALL.block_size))
@@ -84,6 +83,7 @@ def test_the_fused_gelu_swaps_the_modules_and_keeps_the_saved_config(gpt2_tok):
         kinds = {type(m) for m in model.modules()}
         assert (torch.nn.GELU in kinds) is fused and (NewGELUActivation in kinds) is not fused
         assert model.config.activation_function == "gelu_new"  # what the saved model loads with
+
 
 def test_a_short_run_learns_and_writes_a_loadable_fp16_model_with_a_card(tmp_path):
     state = pretrain.pretrain(SMALL, tmp_path, progress=False)
