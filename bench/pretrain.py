@@ -44,7 +44,7 @@ from utils.train.pretrain import PretrainConfig, batch_rows, new_run, train_step
 # GPT2Config's dropout 0.1 (the attention's too), bf16 autocast, torch's default (for-loop) AdamW
 # on a CPU, the loss over all 50,257 rows of the output layer.
 TODAY = {"dropout": 0.1, "attn_dropout": 0.1, "bf16": True, "adamw": "for-loop", "chunked_loss": False,
-         "compile": False, "fused_gelu": False, "batch_size": 8, "head": "full"}
+         "compile": False, "fused_gelu": False, "bits_dropout": False, "batch_size": 8, "head": "full"}
 # The same loop without bf16 autocast: where the checkpoint trained bf16 was native; this
 # machine emulates it, so "today" alone would flatter every other setting ~18x.
 TODAY_FP32 = {**TODAY, "bf16": False}
@@ -61,6 +61,7 @@ def lever_settings(ours: PretrainConfig) -> dict[str, tuple[dict, int | None]]:
         "full head": ({"head": "full" if ours.head == "corpus" else "corpus"}, ALL_THREADS),
         "chunked loss": ({"chunked_loss": not ours.chunked_loss}, ALL_THREADS),
         "fused GELU": ({"fused_gelu": not ours.fused_gelu}, ALL_THREADS),
+        "dropout masks": ({"bits_dropout": not ours.bits_dropout}, ALL_THREADS),
         "dropout": ({"dropout": 0.1 if ours.dropout == 0 else 0.0}, ALL_THREADS),
         "attention dropout": ({"attn_dropout": 0.1 if ours.attn_dropout == 0 else 0.0}, ALL_THREADS),
         "bf16 autocast": ({"bf16": not ours.bf16}, ALL_THREADS),
@@ -89,6 +90,9 @@ LEVER_NOTES = {
     "fused GELU": "PyTorch's one-kernel tanh GELU for transformers' eight elementwise operations "
                   "(utils/train/savers.py, stage 1 uses it too): the same function; the saved "
                   "config still says gelu_new",
+    "dropout masks": "masks from 15-bit draws, two per 32-bit random number (utils/train/dropout.py), "
+                     "for PyTorch's bernoulli_, a 53-bit double per element on one thread: drop "
+                     "probability 3,277 / 32,768 = 0.100006 for 0.1, the kept values scaled to match",
     "torch.compile": "compiling costs minutes on 2 cores at every start and every new shape; "
                      "it fuses the small elementwise kernels, not the matmuls, which are most of the step",
     "full head": "the loss over all 50,257 rows of the output layer: ~38,000 of them are tokens "

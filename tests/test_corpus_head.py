@@ -80,3 +80,30 @@ def test_the_chunked_loss_gives_the_same_value_and_gradients(gpt2_tok):
     for plain, chunked in zip(*grads):
         torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-6)
     assert grads[0][1].abs().sum() > 0  # a gradient to compare
+
+
+def test_with_every_row_scored_the_gradients_are_the_models_own(gpt2_tok):
+    # one gather feeds the input embedding and the output layer: the tied embedding's gradient
+    # must be what the model's own lookup and full softmax give
+    model, batch = _model_and_batch(gpt2_tok)
+    head = CorpusHead.from_blocks(batch, len(gpt2_tok), samples=len(gpt2_tok))
+    grads = []
+    for loss in (lambda: model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss,
+                 lambda: corpus_head_loss(model, batch, head, chunked=True)):
+        model.zero_grad()
+        loss().backward()
+        grads.append([model.transformer.wte.weight.grad.clone(), model.transformer.wpe.weight.grad.clone()])
+    for own, ours in zip(*grads):
+        torch.testing.assert_close(ours, own, rtol=1e-4, atol=1e-6)
+
+
+def test_a_token_outside_the_head_or_an_untied_model_is_refused(gpt2_tok):
+    model, batch = _model_and_batch(gpt2_tok)
+    head = CorpusHead.from_blocks(batch[:, :8], len(gpt2_tok))
+    foreign = batch.clone()
+    foreign[0, 0] = int(head.unused[0])
+    with pytest.raises(ValueError, match="from_blocks"):
+        corpus_head_loss(model, foreign, head)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    with pytest.raises(ValueError, match="tie_word_embeddings"):
+        corpus_head_loss(model, batch[:, :8], head)

@@ -50,26 +50,54 @@ class CorpusHead:
         return len(self.ids) + self.samples
 
 
+class _ScoredRows(torch.autograd.Function):
+    """weight[rows] for distinct rows; the backward writes the rows' gradient into a zero
+    gradient of the whole weight (index_copy_, no accumulation: the rows are distinct)."""
+
+    @staticmethod
+    def forward(ctx, weight, rows):
+        ctx.save_for_backward(rows)
+        ctx.shape = weight.shape
+        return weight.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rows,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).index_copy_(0, rows, grad), None
+
+
 def corpus_head_loss(model, batch: torch.Tensor, head: CorpusHead,
                      chunked: bool = False) -> torch.Tensor:
     """Next-token loss of packed blocks, a sampled estimate of the full softmax's.
 
-    The scored rows are gathered first (used, then drawn) and the drawn ones' weight is added to
-    their slice of the logits: one matmul, no copy of the logits. chunked: the loss and its
-    gradients computed 256 positions at a time in the forward (utils/train/chunked_loss.py): the
-    same values, and a chunk's logits stay in the CPU's cache (`bench --only pretrain`: "chunked
-    loss"). The draw uses torch's global generator, so a resumed run (which restores it) draws
-    the same rows.
+    The scored rows of the tied embedding are gathered once (used, then drawn), and both ends of
+    the model read them: the input embeds each token from its used row (every token of the
+    training blocks is one), and the output layer scores them all. So a step builds one
+    gradient of the 50,257 x 128 embedding, not two summed (the output's gather and the input
+    lookup each filled a zero one). The drawn rows' weight is added to their slice of the
+    logits. chunked: the loss and its gradients computed 256 positions at a time in the
+    forward (utils/train/chunked_loss.py): the same values, and a chunk's logits stay in the
+    CPU's cache (`bench --only pretrain`: "chunked loss"). The draw uses torch's global
+    generator, so a resumed run (which restores it) draws the same rows.
     """
-    hidden = model.transformer(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
-    hidden = hidden[:, :-1].reshape(-1, hidden.size(-1))  # position t predicts token t + 1
+    embedding = model.get_input_embeddings().weight
+    if embedding is not model.get_output_embeddings().weight:
+        raise ValueError("the corpus head reads the input and output rows from one tied embedding; "
+                         "this model's are separate (tie_word_embeddings=False)")
+    positions = head.index[batch]
+    if bool((positions < 0).any()):
+        raise ValueError("the batch has tokens the corpus head does not score: build the head from "
+                         "the blocks it trains on (CorpusHead.from_blocks)")
     drawn = head.unused[:0]
     if head.samples:
         drawn = head.unused[torch.randperm(len(head.unused))[:head.samples]]
-    weight = model.get_output_embeddings().weight[torch.cat([head.ids, drawn])]
+    weight = _ScoredRows.apply(embedding, torch.cat([head.ids, drawn]))
+    embeds = F.embedding(positions, weight)  # the used rows come first, so index points into them
+    hidden = model.transformer(inputs_embeds=embeds, attention_mask=torch.ones_like(batch)).last_hidden_state
+    hidden = hidden[:, :-1].reshape(-1, hidden.size(-1))  # position t predicts token t + 1
     # the log of how many unused rows each drawn one stands for
     tail = (head.samples, math.log(len(head.unused) / head.samples)) if head.samples else None
-    targets = head.index[batch[:, 1:]].reshape(-1)  # used rows come first, so ids index them
+    targets = positions[:, 1:].reshape(-1)
     if chunked:
         return linear_cross_entropy(hidden, weight, targets, tail=tail) / targets.numel()
     logits = (hidden @ weight.T).float()

@@ -40,6 +40,7 @@ def model_card(cfg, state: dict, blocks, model) -> str:
                       "bf16 autocast" if cfg.bf16 else "fp32", f"{cfg.adamw} AdamW"]
                      + (["the chunked loss"] if cfg.chunked_loss else [])
                      + (["fused GELU"] if cfg.fused_gelu else [])
+                     + (["15-bit dropout masks"] if cfg.bits_dropout and cfg.dropout else [])
                      + (["torch.compile"] if cfg.compile else []))
     return f"""# Pocket poet: GPT-2, {cfg.n_layer} layers x {cfg.n_embd}, pretrained on public-domain verse
 

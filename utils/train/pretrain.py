@@ -38,6 +38,7 @@ from utils.train import pretrain_guard
 from utils.train.chunked_loss import lm_loss
 from utils.train.corpus_head import CorpusHead, corpus_head_loss
 from utils.train.pocket_card import model_card
+from utils.train.dropout import swap_dropout
 from utils.train.savers import fuse_gelu
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
@@ -48,9 +49,11 @@ class PretrainConfig:
     """Architecture, schedule and loop settings of the pocket model.
 
     The defaults are the committed checkpoint's run (models/pocket-gpt2, 2026-12-06: held-out
-    4.251 nats/token in 28 minutes on 2 cores), with two speed settings it trained without:
-    the chunked loss and the fused GELU compute the same loss and gradients up to float
-    rounding (tests/test_corpus_head.py, test_chunked_loss.py), in fewer passes over memory.
+    4.251 nats/token in 28 minutes on 2 cores), with speed settings it trained without. The
+    chunked loss, the fused GELU and the corpus head's single gather of the tied embedding
+    compute the same loss and gradients up to float rounding (tests/test_corpus_head.py,
+    test_chunked_loss.py), in fewer passes over memory. The 15-bit dropout masks drop with
+    probability 0.100006, not 0.1, and draw other masks (utils/train/dropout.py).
     Each speed setting is measured side by side by
     `python -m bench --only pretrain`, the shape by `pretrain-shapes` and dropout by
     `pretrain-dropout` (bench/pretrain.py, bench/pretrain_sweeps.py). Weight decay 1.0 is what
@@ -80,6 +83,7 @@ class PretrainConfig:
     chunked_loss: bool = True  # loss and gradients 256 positions at a time (chunked_loss.py), either head
     compile: bool = False  # torch.compile the model (its body alone with the corpus head)
     fused_gelu: bool = True  # PyTorch's one-kernel tanh GELU for transformers' eight ops (savers.fuse_gelu)
+    bits_dropout: bool = True  # dropout masks from 15-bit draws, two per random number (dropout.py)
     head: str = "corpus"  # the training split's tokens + a sample of the rest ("corpus", corpus_head.py) or all 50,257 ("full")
     seed: int = 0
 
@@ -171,6 +175,8 @@ def new_run(cfg: PretrainConfig, tokenizer, train: torch.Tensor):
     model = new_pocket_model(cfg, tokenizer)
     if cfg.fused_gelu:  # the same function; the saved config still says gelu_new
         fuse_gelu(model)
+    if cfg.bits_dropout:  # dropout modules hold no weights: the saved model is the same
+        swap_dropout(model)
     if cfg.compile:
         (model.transformer if cfg.head == "corpus" else model).compile()
     head = CorpusHead.from_blocks(train, len(tokenizer)) if cfg.head == "corpus" else None
