@@ -37,8 +37,8 @@ from utils.models.tokenizers import gpt2_tokenizer
 from utils.train import pretrain_guard
 from utils.train.chunked_loss import lm_loss
 from utils.train.corpus_head import CorpusHead, corpus_head_loss
-from utils.train.pocket_card import model_card
 from utils.train.dropout import swap_dropout
+from utils.train.pocket_card import model_card
 from utils.train.savers import fuse_gelu
 
 SAMPLE_PROMPTS = ("The sea is blue, the sky is red", "Write a poem about the sea and the sky")
