@@ -2,7 +2,7 @@
 
 PyTorch's CPU dropout draws each mask element with `bernoulli_`: a double from the Mersenne
 Twister per element, on one thread. A pocket step draws 17 masks of 8 x 256 x 128 (the
-embedding's and two per block), and a profile put those draws at a tenth of the step.
+embedding's and two per block); the bench's "dropout masks" lever measures what they cost.
 
 Here one 32-bit draw makes two mask elements. torch's int32 `random_` gives 31 uniform bits;
 read as two 16-bit halves with their top bit cleared, each half is a uniform 15-bit number,
