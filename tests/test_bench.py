@@ -45,7 +45,6 @@ def test_side_by_side_takes_the_median():
     assert calls == ["a", "b"] * 3 and set(seconds) == {"a", "b"}
 
 
-
 def test_turns_can_come_in_a_new_order_each_round():
     calls = []
     fns = {name: (lambda name=name: calls.append(name) or 1.0) for name in "abcdef"}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from utils.train.savers import swap_modules
+
 LEVELS = 1 << 15  # the values a 15-bit number takes
 
 
@@ -72,8 +74,4 @@ def swap_dropout(model) -> list:
     """Swap the model's `torch.nn.Dropout` modules with p > 0 for BitsDropout; returns
     (parent, name, module) of each swap. Dropout modules hold no weights: the saved model and
     its config are unchanged."""
-    swaps = [(parent, name, child) for parent in model.modules()
-             for name, child in parent.named_children() if type(child) is torch.nn.Dropout and child.p > 0]
-    for parent, name, child in swaps:
-        setattr(parent, name, BitsDropout(child.p))
-    return swaps
+    return swap_modules(model, lambda m: type(m) is torch.nn.Dropout and m.p > 0, lambda m: BitsDropout(m.p))

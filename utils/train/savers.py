@@ -56,10 +56,17 @@ def fuse_gelu(model) -> list:
     """
     from transformers.activations import NewGELUActivation
 
+    return swap_modules(model, lambda m: type(m) is NewGELUActivation,
+                        lambda m: torch.nn.GELU(approximate="tanh"))
+
+
+def swap_modules(model, matches, make) -> list:
+    """Replace each submodule for which matches(module) is true with make(module); returns
+    (parent, name, old module) of each swap, what `unfuse_gelu` puts back."""
     swaps = [(parent, name, child) for parent in model.modules()
-             for name, child in parent.named_children() if type(child) is NewGELUActivation]
-    for parent, name, _ in swaps:
-        setattr(parent, name, torch.nn.GELU(approximate="tanh"))
+             for name, child in parent.named_children() if matches(child)]
+    for parent, name, child in swaps:
+        setattr(parent, name, make(child))
     return swaps
 
 
